@@ -1,0 +1,30 @@
+"""The `llmcxr` command: a thin map from verbs to library functions (one module per verb group)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from llmcxr.cli import data as data_cli
+from llmcxr.cli import vq as vq_cli
+from llmcxr.errors import BadInputError
+
+app = typer.Typer(
+    name="llmcxr",
+    help="One language model that reads and draws chest X-rays (LLM-CXR).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert.")
+app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
+
+
+def main() -> None:
+    """Entry point: bad input is one clear line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except BadInputError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
