@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 
 from llmcxr.cli import data as data_cli
+from llmcxr.cli import eval as eval_cli
 from llmcxr.cli import vq as vq_cli
+from llmcxr.cli.train import train as train_command
 from llmcxr.errors import BadInputError
 
 app = typer.Typer(
@@ -18,7 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert.")
+app.command("train")(train_command)
 app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
+app.add_typer(eval_cli.app, name="eval", help="Evaluation: clinical efficacy, language scores, FID/KID, VQA.")
 
 
 def main() -> None:

@@ -1,0 +1,191 @@
+"""`llmcxr eval ...` commands: score reports, images and VQA answers from files; train the finding classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmcxr import atomic
+
+# The metric modules import torch/torchmetrics (seconds): each command imports them itself so that
+# `llmcxr --help` and the other verb groups stay fast.
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _convention(uncertain: str):  # -> llmcxr.metrics.clinical.LabelConvention
+    from llmcxr.metrics.clinical import UNCERTAIN_CHOICES, LabelConvention
+
+    if uncertain not in UNCERTAIN_CHOICES:
+        raise typer.BadParameter(f"--uncertain must be one of {UNCERTAIN_CHOICES}")
+    return LabelConvention(uncertain=uncertain)
+
+
+def _labeler(chexbert: Path | None, bert_folder: Path | None):  # -> llmcxr.reports Labeler
+    from llmcxr.reports import CheXbertLabeler, RuleLabeler
+
+    if chexbert is None:
+        return RuleLabeler()
+    if bert_folder is None:
+        raise typer.BadParameter(
+            "--chexbert needs --bert-folder (a local bert-base-uncased config + tokenizer)"
+        )
+    return CheXbertLabeler(chexbert, bert_folder)
+
+
+def _table(title: str, rows: dict[str, object]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in rows.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _write(result: dict, out: Path | None) -> None:
+    if out is not None:
+        atomic.write_json(out, result)
+        console.print(f"wrote {out}")
+
+
+UNCERTAIN_HELP = "How uncertain labels count: positive (CheXbert-F1 / f1chexbert) or negative (R2Gen)."
+
+
+@app.command("reports")
+def reports(
+    pred: Path = typer.Option(
+        ..., "--pred", help="Generated reports: JSONL or CSV with an id and a report column."
+    ),
+    ref: Path = typer.Option(..., "--ref", help="Reference reports, same layout; rows matched by id."),
+    out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+    uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
+    meteor: bool = typer.Option(True, help="Score METEOR (needs java; reported missing otherwise)."),
+    chexbert: Path | None = typer.Option(
+        None, help="Label with CheXbert: a converted .safetensors checkpoint."
+    ),
+    bert_folder: Path | None = typer.Option(None, help="Local bert-base-uncased folder for --chexbert."),
+) -> None:
+    """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes) and language scores of reports."""
+    from llmcxr.metrics.evaluate import evaluate_report_files
+
+    result = evaluate_report_files(pred, ref, _labeler(chexbert, bert_folder), _convention(uncertain), meteor)
+    clinical, language = result["clinical"], result["language"]
+    headline = {k: clinical[k] for k in ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5")}
+    headline.update({k: language[k] for k in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider")})
+    console.print(
+        _table(f"{result['n']} reports, labeler {clinical['labeler']}, {clinical['convention']}", headline)
+    )
+    for metric, reason in language["missing"].items():
+        console.print(f"[yellow]{metric} missing:[/] {reason}")
+    _write(result, out)
+
+
+@app.command("images")
+def images(
+    generated: Path = typer.Option(..., "--generated", help="Folder (or manifest) of generated images."),
+    reference: Path = typer.Option(..., "--reference", help="Folder (or manifest) of reference images."),
+    classifier: Path = typer.Option(
+        ..., "--classifier", help="Finding classifier folder (llmcxr eval train-classifier)."
+    ),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="JSONL/CSV of the source reports by image id (labels or report text): finding agreement.",
+    ),
+    classes: str | None = typer.Option(
+        None, help="Comma-separated findings to score agreement on (default: all 14)."
+    ),
+    uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+) -> None:
+    """FID/KID in the classifier's features and finding agreement of generated images."""
+    from llmcxr.metrics.evaluate import evaluate_image_folders
+
+    score_classes = [c.strip() for c in classes.split(",")] if classes else None
+    result = evaluate_image_folders(
+        generated, reference, classifier, labels, score_classes, convention=_convention(uncertain)
+    )
+    distribution = result["distribution"]
+    rows = {k: distribution[k] for k in ("fid", "kid_mean", "kid_std", "n_generated", "n_reference")}
+    network = distribution["feature_network"]
+    rows["feature network"] = f"{network['name']} sha256 {network['weights_sha256'][:12]}"
+    if "finding_agreement" in result:
+        agreement = result["finding_agreement"]
+        rows.update({k: agreement[k] for k in ("macro_auroc", "micro_f1", "macro_f1")})
+        for name, reason in agreement["skipped"].items():
+            console.print(f"[yellow]AUROC skipped for {name}:[/] {reason}")
+    console.print(_table("generated images", rows))
+    _write(result, out)
+
+
+@app.command("vqa")
+def vqa(
+    pred: Path = typer.Option(..., "--pred", help="Answers: JSONL/CSV with id, question, answer."),
+    ref: Path = typer.Option(
+        ..., "--ref", help="Reference: id, question, answer, kind (or a qa list per id)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+) -> None:
+    """VQA accuracy overall and by question kind."""
+    from llmcxr.metrics.evaluate import evaluate_vqa_files
+
+    result = evaluate_vqa_files(pred, ref)
+    rows: dict[str, object] = {"overall": result["accuracy"], "n": result["n"]}
+    rows.update({kind: v["accuracy"] for kind, v in result["by_kind"].items()})
+    console.print(_table("VQA accuracy", rows))
+    _write(result, out)
+
+
+@app.command("baselines")
+def baselines(
+    world: Path = typer.Option(..., "--world", help="Synthetic world folder (llmcxr data synth)."),
+    split: str = typer.Option("test", help="Split to score on (reports retrieved from the train split)."),
+    classifier: Path | None = typer.Option(
+        None, "--classifier", help="Also retrieve by the classifier's features."
+    ),
+    uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
+    meteor: bool = typer.Option(False, help="Score METEOR too (needs java; ~15 s per baseline)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+) -> None:
+    """CXR -> report baselines: the most common training report, nearest-neighbour retrieval."""
+    from llmcxr.metrics.evaluate import evaluate_report_baselines
+
+    result = evaluate_report_baselines(
+        world, split, classifier, convention=_convention(uncertain), meteor=meteor
+    )
+    table = Table(title=f"CXR -> report baselines, {result['n']} {split} images")
+    columns = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "cider")
+    table.add_column("baseline")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, scores in result.items():
+        if isinstance(scores, dict):
+            values = {**scores["clinical"], **scores["language"]}
+            table.add_row(name, *(f"{values[c]:.4f}" for c in columns))
+    console.print(table)
+    _write(result, out)
+
+
+@app.command("train-classifier")
+def train_classifier(
+    world: Path = typer.Option(..., "--world", help="Synthetic world folder (llmcxr data synth)."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the classifier in."),
+    size: int | None = typer.Option(None, help="Image side the classifier sees (default: the world's)."),
+    steps: int = typer.Option(1000, help="Training steps."),
+    batch_size: int = typer.Option(64, help="Images per step."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train the finding classifier used for finding agreement and FID/KID features."""
+    from llmcxr.metrics.evaluate import train_classifier_on_world
+    from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
+
+    train = ClassifierTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    summary = train_classifier_on_world(world, out, size, train, log=console.print)
+    rows: dict[str, object] = {"n_train": summary["n_train"], "train_seconds": summary["train_seconds"]}
+    if "eval_auroc" in summary:
+        rows[f"{summary['eval_split']} macro AUROC"] = summary["eval_auroc"]["macro_auroc"]
+    console.print(_table(f"finding classifier -> {out}", rows))

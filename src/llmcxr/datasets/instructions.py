@@ -1,0 +1,53 @@
+"""Plain-text instructions (the ``text`` task): Dolly-15k JSONL when the user has it, otherwise the
+project's own small set (``builtin_instructions.jsonl``, written for llmcxr: general knowledge,
+writing and chest-radiology explanations, in Dolly's fields)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmcxr.errors import BadInputError
+
+BUILTIN = Path(__file__).with_name("builtin_instructions.jsonl")
+
+
+@dataclass
+class Instruction:
+    """One Dolly record (databricks-dolly-15k fields)."""
+
+    instruction: str
+    response: str
+    context: str = ""  # Dolly's optional input passage
+    category: str = ""
+
+
+def read_instructions(path: Path | None = None) -> list[Instruction]:
+    """Read a Dolly-15k style JSONL (instruction, context, response, category); None: the built-in set."""
+    path = Path(path) if path is not None else BUILTIN
+    if not path.is_file():
+        raise BadInputError(
+            path, "instruction file not found", "give a databricks-dolly-15k.jsonl or leave it unset"
+        )
+    items: list[Instruction] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadInputError(path, f"line {number} is not JSON: {err}") from None
+        if not isinstance(row, dict) or not row.get("instruction") or not row.get("response"):
+            raise BadInputError(path, f"line {number} needs non-empty 'instruction' and 'response'")
+        items.append(
+            Instruction(
+                instruction=str(row["instruction"]),
+                response=str(row["response"]),
+                context=str(row.get("context") or row.get("input") or ""),
+                category=str(row.get("category") or ""),
+            )
+        )
+    if not items:
+        raise BadInputError(path, "no instructions in the file")
+    return items

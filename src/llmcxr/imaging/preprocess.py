@@ -1,0 +1,59 @@
+"""The one image normalisation of llmcxr: pixels in [0, 1] -> a (1, size, size) tensor in [-1, 1].
+
+As LLM-CXR (Lee et al., ICLR 2024) prepares MIMIC-CXR for its VQ-GAN: shortest side resized to
+the target with Lanczos, centre crop to a square, intensities scaled to [-1, 1], one channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llmcxr.errors import BadInputError
+
+
+def resize_shortest_side(pixels: np.ndarray, size: int) -> np.ndarray:
+    """float32 (H, W) -> float32 (h, w) with min(h, w) == size, Lanczos, aspect ratio kept.
+
+    Resampling runs on PIL's 32-bit float mode "F", so 16-bit and DICOM precision survives.
+    """
+    height, width = pixels.shape
+    scale = size / min(height, width)
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_width, new_height) == (width, height):
+        return pixels
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))  # mode "F"
+    return np.asarray(image.resize((new_width, new_height), Image.Resampling.LANCZOS), dtype=np.float32)
+
+
+def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) with H, W >= size -> the central (size, size) square."""
+    height, width = pixels.shape
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+def preprocess(pixels: np.ndarray, size: int) -> torch.Tensor:
+    """float32 (H, W) in [0, 1] -> float32 tensor (1, size, size) in [-1, 1]."""
+    if pixels.ndim != 2:
+        raise BadInputError("<pixels>", f"expected (H, W) pixels, got shape {pixels.shape}", "use load_image")
+    square = center_crop(resize_shortest_side(pixels, size), size)
+    # Lanczos overshoots at sharp edges (its kernel has negative lobes): clip back into [0, 1].
+    unit = np.clip(square, 0.0, 1.0)
+    return torch.from_numpy(unit.copy()).mul_(2.0).sub_(1.0).unsqueeze(0)
+
+
+def to_unit(image: torch.Tensor) -> torch.Tensor:
+    """Tensor in [-1, 1] (any shape) -> the same in [0, 1], clamped."""
+    return ((image.detach().float() + 1.0) / 2.0).clamp_(0.0, 1.0)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (1, H, W) or (H, W) tensor in [-1, 1] -> an 8-bit grayscale PIL image (mode "L")."""
+    if image.dim() == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 2:
+        raise ValueError(f"to_pil expects (1, H, W) or (H, W), got {tuple(image.shape)}")
+    pixels = to_unit(image.cpu()).mul_(255.0).round_().to(torch.uint8).numpy()
+    return Image.fromarray(pixels)  # uint8 (H, W) -> mode "L"

@@ -1,0 +1,254 @@
+"""File-level evaluations: what ``llmcxr eval reports|images|vqa|train-classifier`` run.
+
+Each function reads files, calls the metric modules and returns one JSON-ready dict; the CLI only
+parses arguments and prints. ``llmcxr eval run`` (end to end, after generation) will call these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from llmcxr.errors import BadInputError
+from llmcxr.metrics.clinical import LabelConvention, label_reports, score_report_labels
+from llmcxr.metrics.finding_classifier import (
+    ClassifierTrainConfig,
+    FindingClassifierConfig,
+    load_finding_classifier,
+    train_finding_classifier,
+)
+from llmcxr.metrics.images import FindingClassifierFeatures, extract_features, fid_kid, finding_agreement
+from llmcxr.metrics.language import language_scores
+from llmcxr.metrics.prediction_files import (
+    id_column,
+    pair_by_id,
+    read_rows,
+    report_text,
+    row_labels,
+    rows_by_id,
+)
+from llmcxr.metrics.vqa import vqa_accuracy
+from llmcxr.records import QA
+from llmcxr.reports import Labeler, RuleLabeler
+
+
+def evaluate_report_files(
+    pred_path: str | Path,
+    ref_path: str | Path,
+    labeler: Labeler | None = None,
+    convention: LabelConvention = LabelConvention(),
+    meteor: bool = True,
+) -> dict[str, object]:
+    """Clinical efficacy and language scores of generated reports, rows paired by id."""
+    pairs = pair_by_id(pred_path, ref_path)
+    predictions = [report_text(pred, pred_path) for _, pred, _ in pairs]
+    references = [report_text(ref, ref_path) for _, _, ref in pairs]
+    started = time.perf_counter()
+    clinical = score_report_labels(predictions, references, labeler, convention)
+    language = language_scores(predictions, references, meteor=meteor)
+    return {
+        "task": "cxr_to_report",
+        "n": len(pairs),
+        "predictions": str(pred_path),
+        "references": str(ref_path),
+        "clinical": clinical,
+        "language": language,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def load_image_set(folder_or_manifest: str | Path, size: int) -> tuple[list[str], torch.Tensor]:
+    """(ids, images (N, 1, size, size) in [-1, 1]) of every image in a folder or manifest."""
+    from llmcxr.imaging import list_images, load_cxr
+
+    entries = list_images(Path(folder_or_manifest))
+    if not entries:
+        raise BadInputError(
+            folder_or_manifest, "no images found", "give a folder of PNG/JPEG/DICOM files or a manifest"
+        )
+    return [image_id for image_id, _ in entries], torch.stack([load_cxr(path, size) for _, path in entries])
+
+
+def _labels_for(ids: list[str], labels_path: str | Path, labeler: Labeler) -> list[dict[str, int]]:
+    """Labels of the reports each generated image came from: a ``labels`` column, else the labelled report."""
+    rows = rows_by_id(read_rows(labels_path), labels_path)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise BadInputError(
+            labels_path,
+            f"{len(missing)} generated image id(s) have no row, e.g. {missing[:3]}",
+            "name each image after its report's id",
+        )
+    labels: list[dict[str, int] | None] = [row_labels(rows[i], labels_path) for i in ids]
+    unlabeled = [n for n, value in enumerate(labels) if value is None]
+    if unlabeled:
+        texts = [report_text(rows[ids[n]], labels_path) for n in unlabeled]
+        for n, value in zip(unlabeled, label_reports(labeler, texts), strict=True):
+            labels[n] = value
+    return [value or {} for value in labels]
+
+
+def evaluate_image_folders(
+    generated: str | Path,
+    reference: str | Path,
+    classifier_dir: str | Path,
+    labels_path: str | Path | None = None,
+    score_classes: list[str] | None = None,
+    labeler: Labeler | None = None,
+    convention: LabelConvention = LabelConvention(),
+) -> dict[str, object]:
+    """FID/KID (generated vs reference, in the classifier's features) and, given labels, finding agreement."""
+    classifier = load_finding_classifier(classifier_dir)
+    size = classifier.config.image_size
+    started = time.perf_counter()
+    generated_ids, generated_images = load_image_set(generated, size)
+    _, reference_images = load_image_set(reference, size)
+    result: dict[str, object] = {
+        "task": "report_to_cxr",
+        "generated": str(generated),
+        "reference": str(reference),
+        "distribution": fid_kid(generated_images, reference_images, FindingClassifierFeatures(classifier)),
+    }
+    if labels_path is not None:
+        labels = _labels_for(generated_ids, labels_path, labeler or RuleLabeler())
+        probabilities = classifier.predict(generated_images).numpy()
+        result["finding_agreement"] = finding_agreement(
+            probabilities, labels, classifier.config.classes, convention, score_classes=score_classes
+        )
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _qa_rows(path: str | Path) -> dict[tuple[str, str], dict]:
+    """{(id, question): row} of a VQA file: one row per question, or one row per image with a ``qa`` list."""
+    rows = read_rows(path)
+    column = id_column(rows, path)
+    out: dict[tuple[str, str], dict] = {}
+    for number, row in enumerate(rows, start=1):
+        items = row["qa"] if isinstance(row.get("qa"), list) else [row]
+        for item in items:
+            if "question" not in item or "answer" not in item:
+                raise BadInputError(
+                    path, f"row {number} lacks question/answer", "give question and answer columns"
+                )
+            key = (str(row[column]), " ".join(str(item["question"]).split()))
+            out[key] = item
+    return out
+
+
+def evaluate_vqa_files(pred_path: str | Path, ref_path: str | Path) -> dict[str, object]:
+    """VQA accuracy by question kind, predicted answers paired with reference questions by (id, question)."""
+    predictions, references = _qa_rows(pred_path), _qa_rows(ref_path)
+    missing = [k for k in references if k not in predictions]
+    if missing:
+        raise BadInputError(
+            pred_path, f"{len(missing)} reference question(s) have no answer, e.g. {missing[:2]}"
+        )
+    qas = [
+        QA(
+            question=q,
+            answer=str(row["answer"]),
+            kind=str(row.get("kind") or "other"),
+            finding=row.get("finding"),
+        )
+        for (_, q), row in references.items()
+    ]
+    answers = [str(predictions[key]["answer"]) for key in references]
+    return {
+        "task": "vqa",
+        "predictions": str(pred_path),
+        "references": str(ref_path),
+        **vqa_accuracy(answers, qas),
+    }
+
+
+def _score_reports(
+    predictions: list[str], references: list[str], labeler: Labeler, convention: LabelConvention, meteor: bool
+) -> dict[str, object]:
+    return {
+        "clinical": score_report_labels(predictions, references, labeler, convention),
+        "language": language_scores(predictions, references, meteor=meteor),
+    }
+
+
+def evaluate_report_baselines(
+    world: str | Path,
+    split: str = "test",
+    classifier_dir: str | Path | None = None,
+    labeler: Labeler | None = None,
+    convention: LabelConvention = LabelConvention(),
+    meteor: bool = False,
+) -> dict[str, object]:
+    """CXR -> report baselines on a synthetic world's ``split``: the most common training report and
+    nearest-neighbour retrieval (pixels; and the finding classifier's features where one is given)."""
+    from llmcxr.datasets.synthetic import read_synthetic_world
+    from llmcxr.metrics.baselines import most_common_report, nearest_neighbour_reports, pixel_features
+    from llmcxr.metrics.finding_classifier import load_record_images
+
+    records = read_synthetic_world(world)
+    train = [r for r in records if r.split == "train"]
+    test = [r for r in records if r.split == split]
+    if not train or not test:
+        raise BadInputError(world, f"needs train and {split!r} records, found {len(train)} and {len(test)}")
+    labeler = labeler or RuleLabeler()
+    references = [r.report for r in test]
+    train_reports = [r.report for r in train]
+    started = time.perf_counter()
+    classifier = load_finding_classifier(classifier_dir) if classifier_dir is not None else None
+    size = classifier.config.image_size if classifier is not None else 64  # pixels are pooled to 16 px anyway
+    train_images, test_images = load_record_images(train, size), load_record_images(test, size)
+    predictions = {
+        "most_common_report": [most_common_report(train_reports)] * len(test),
+        "nearest_neighbour_pixels": nearest_neighbour_reports(
+            pixel_features(train_images), train_reports, pixel_features(test_images)
+        ),
+    }
+    if classifier is not None:
+        network = FindingClassifierFeatures(classifier)
+        predictions["nearest_neighbour_classifier"] = nearest_neighbour_reports(
+            extract_features(network, train_images), train_reports, extract_features(network, test_images)
+        )
+    result: dict[str, object] = {
+        "task": "cxr_to_report",
+        "split": split,
+        "n": len(test),
+        "n_train": len(train),
+    }
+    for name, reports in predictions.items():
+        result[name] = _score_reports(reports, references, labeler, convention, meteor)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def train_classifier_on_world(
+    world: str | Path,
+    out: str | Path,
+    size: int | None = None,
+    train: ClassifierTrainConfig = ClassifierTrainConfig(),
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train the finding classifier on a synthetic world folder (``llmcxr data synth``) and save it to ``out``."""
+    from llmcxr.datasets.synthetic import read_synthetic_world
+
+    records = read_synthetic_world(world)
+    if size is None:
+        from llmcxr.imaging import load_image
+
+        size = min(load_image(records[0].image_path).shape) if records else 64
+    _, summary = train_finding_classifier(
+        records, size, out, FindingClassifierConfig(image_size=size), train, log
+    )
+    return summary
+
+
+__all__ = [
+    "evaluate_image_folders",
+    "evaluate_report_baselines",
+    "evaluate_report_files",
+    "evaluate_vqa_files",
+    "load_image_set",
+    "train_classifier_on_world",
+]

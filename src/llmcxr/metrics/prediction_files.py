@@ -1,0 +1,134 @@
+"""Reading prediction and reference files (JSONL or CSV) and pairing their rows by id.
+
+Every evaluation file is a table with one id column (``id``, ``study_id`` or ``image_id``, first
+found wins) and the columns the metric needs: report text (``report``, ``text``, or
+``findings`` + ``impression``), labels (``labels``: a JSON object of CheXpert name -> 1/0/-1),
+or VQA (``question``, ``answer``, ``kind``). Bad files raise BadInputError naming the file, the
+row and what to change.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmcxr.errors import BadInputError
+
+ID_COLUMNS = ("id", "study_id", "image_id")
+TEXT_COLUMNS = ("report", "text")
+
+Row = dict[str, Any]
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """All rows of a .jsonl or .csv file as dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "file not found", "check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BadInputError(
+                    path, f"line {number} is not JSON ({err.msg})", "write one JSON object per line"
+                ) from None
+            if not isinstance(row, dict):
+                raise BadInputError(path, f"line {number} is not a JSON object")
+            rows.append(row)
+        return rows
+    raise BadInputError(path, f"unknown file type {suffix!r}", "give a .jsonl or .csv file")
+
+
+def id_column(rows: Sequence[Row], path: str | Path) -> str:
+    """The first of ``ID_COLUMNS`` present in the file's first row."""
+    if not rows:
+        raise BadInputError(path, "no rows", "the file is empty")
+    for name in ID_COLUMNS:
+        if name in rows[0]:
+            return name
+    raise BadInputError(
+        path, f"no id column (one of {list(ID_COLUMNS)}); columns are {sorted(rows[0])}", "add an id column"
+    )
+
+
+def rows_by_id(rows: Sequence[Row], path: str | Path) -> dict[str, Row]:
+    """{id: row}; duplicate or empty ids are an error naming the id."""
+    column = id_column(rows, path)
+    out: dict[str, Row] = {}
+    for number, row in enumerate(rows, start=1):
+        key = str(row.get(column) or "").strip()
+        if not key:
+            raise BadInputError(path, f"row {number} has an empty {column!r}")
+        if key in out:
+            raise BadInputError(path, f"{column} {key!r} appears twice", "give one row per id")
+        out[key] = row
+    return out
+
+
+def pair_by_id(pred_path: str | Path, ref_path: str | Path) -> list[tuple[str, Row, Row]]:
+    """(id, prediction row, reference row) for every reference id, in reference order.
+
+    Every reference id needs a prediction (an evaluation that silently drops rows would flatter the
+    model); predictions without a reference are an error too (they usually mean the wrong file).
+    """
+    predictions = rows_by_id(read_rows(pred_path), pred_path)
+    references = rows_by_id(read_rows(ref_path), ref_path)
+    missing = [k for k in references if k not in predictions]
+    if missing:
+        raise BadInputError(
+            pred_path,
+            f"{len(missing)} reference id(s) have no prediction, e.g. {missing[:3]}",
+            f"predict every id of {ref_path}",
+        )
+    extra = [k for k in predictions if k not in references]
+    if extra:
+        raise BadInputError(
+            pred_path,
+            f"{len(extra)} id(s) are not in the references, e.g. {extra[:3]}",
+            f"check that {ref_path} is the matching reference file",
+        )
+    return [(key, predictions[key], row) for key, row in references.items()]
+
+
+def report_text(row: Row, path: str | Path) -> str:
+    """A row's report: ``report``/``text``, else "FINDINGS: ... IMPRESSION: ..." from those columns."""
+    for name in TEXT_COLUMNS:
+        if name in row:
+            return str(row[name] or "")
+    if "findings" in row or "impression" in row:
+        parts = []
+        if row.get("findings"):
+            parts.append(f"FINDINGS: {row['findings']}")
+        if row.get("impression"):
+            parts.append(f"IMPRESSION: {row['impression']}")
+        return " ".join(parts)
+    raise BadInputError(
+        path,
+        f"no report column (one of {list(TEXT_COLUMNS)} or findings/impression); columns are {sorted(row)}",
+    )
+
+
+def row_labels(row: Row, path: str | Path) -> dict[str, int] | None:
+    """A row's ``labels`` (dict or JSON text) as {CheXpert name: int}, or None where the row has none."""
+    value = row.get("labels")
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadInputError(path, f"labels {value[:40]!r} is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadInputError(path, "labels must be an object of finding name -> 1/0/-1")
+    return {str(k): int(v) for k, v in value.items() if v is not None and v != ""}

@@ -1,0 +1,19 @@
+"""Causal language models with image tokens: vocabulary, the self-describing folder, from-scratch models."""
+
+from llmcxr.model.folder import LLMCXRFolder, load_llmcxr_folder, save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.scratch import ScratchConfig, build_scratch_model, train_bpe_tokenizer
+from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
+
+__all__ = [
+    "IMAGE_TOKENS_FILE",
+    "ImageTokenMap",
+    "LLMCXRFolder",
+    "ScratchConfig",
+    "add_cxr_tokens",
+    "build_scratch_model",
+    "load_llmcxr_folder",
+    "resize_for_tokenizer",
+    "save_llmcxr_folder",
+    "train_bpe_tokenizer",
+    "write_llmcxr_files",
+]

@@ -1,0 +1,145 @@
+"""The one self-describing model folder: language model + tokenizer + image-token map + VQ-GAN + recipe.
+
+Layout (``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads the LM from it alone)::
+
+    folder/
+      config.json, model.safetensors[.index.json], generation_config.json   the language model
+      tokenizer.json, tokenizer_config.json                                 with control + image tokens
+      image_tokens.json                                                     llmcxr.model.vocab.ImageTokenMap
+      vq/vq_config.json, vq/vqgan.safetensors                               a copy of the image tokenizer
+      llmcxr_train.json                                                     the training recipe that made it
+
+Writes go to a sibling temporary folder renamed into place at the end, so a crash mid-export
+leaves the previous folder intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmcxr import atomic
+from llmcxr.errors import BadInputError
+from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
+
+VQ_SUBFOLDER = "vq"
+TRAIN_CONFIG_FILE = "llmcxr_train.json"
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty sibling folder of ``out``; on success it replaces ``out`` (old one removed last)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield stage
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_llmcxr_files(
+    folder: Path, image_tokens: ImageTokenMap, vq_folder: Path | None, train_config: dict[str, Any]
+) -> None:
+    """Add the llmcxr parts (image-token map, VQ-GAN copy, recipe) to a saved LM folder."""
+    folder = Path(folder)
+    image_tokens.save(folder)
+    if vq_folder is not None:
+        vq_folder = Path(vq_folder)
+        if not vq_folder.is_dir():
+            raise BadInputError(
+                vq_folder, "VQ-GAN folder not found", "point vq_folder at a `llmcxr vq train` output"
+            )
+        shutil.copytree(vq_folder, folder / VQ_SUBFOLDER, dirs_exist_ok=True)
+    atomic.write_json(folder / TRAIN_CONFIG_FILE, train_config)
+
+
+def save_llmcxr_folder(
+    model,
+    tokenizer,
+    image_tokens: ImageTokenMap,
+    out: Path,
+    vq_folder: Path | None = None,
+    train_config: dict[str, Any] | None = None,
+    save_model: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write the whole folder atomically. ``save_model(path)`` overrides ``model.save_pretrained``
+    (the trainer passes ``Trainer.save_model``, which gathers ZeRO-3/FSDP shards into plain safetensors)."""
+    image_tokens.check(tokenizer)
+    with staged_folder(Path(out)) as stage:
+        if save_model is None:
+            model.save_pretrained(stage)
+        else:
+            save_model(stage)
+        tokenizer.save_pretrained(stage)
+        write_llmcxr_files(stage, image_tokens, vq_folder, train_config or {})
+    return Path(out)
+
+
+@dataclass
+class LLMCXRFolder:
+    """A loaded model folder."""
+
+    folder: Path
+    model: Any  # transformers PreTrainedModel (causal LM)
+    tokenizer: Any  # transformers tokenizer with the control and image tokens
+    image_tokens: ImageTokenMap
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vq_folder(self) -> Path | None:
+        path = self.folder / VQ_SUBFOLDER
+        return path if path.is_dir() else None
+
+    def load_vq(self, device: str = "cpu"):
+        """The VQ-GAN saved with the model (``llmcxr.vq.load_vqgan``)."""
+        from llmcxr.vq import load_vqgan  # the VQ package is only needed to draw or read pixels
+
+        if self.vq_folder is None:
+            raise BadInputError(
+                self.folder, "has no vq/ subfolder", "export the model with its VQ-GAN folder"
+            )
+        return load_vqgan(self.vq_folder, device=device)
+
+
+def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> LLMCXRFolder:
+    """Load model, tokenizer and image-token map; BadInputError for a folder that is not an llmcxr model."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise BadInputError(
+            folder, "no config.json: not a model folder", "give the folder `llmcxr train` wrote"
+        )
+    if not (folder / IMAGE_TOKENS_FILE).is_file():
+        raise BadInputError(
+            folder,
+            f"no {IMAGE_TOKENS_FILE}: a plain language model without image tokens",
+            "train it with `llmcxr train` (it adds the image tokens) before using it for CXRs",
+        )
+    image_tokens = ImageTokenMap.load(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    image_tokens.check(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_id:
+        raise BadInputError(
+            folder, "the model has fewer embedding rows than image tokens", "re-export the folder"
+        )
+    config_path = folder / TRAIN_CONFIG_FILE
+    train_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    return LLMCXRFolder(folder, model, tokenizer, image_tokens, train_config)

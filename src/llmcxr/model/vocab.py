@@ -1,0 +1,155 @@
+"""Image tokens in a language model's vocabulary: one added token per VQ codebook entry.
+
+The codebook of the image tokenizer (VQ-GAN) has N entries; the language model gets N new tokens
+``<img_0> .. <img_{N-1}>`` with contiguous ids ``first_id .. first_id + N - 1``, so code -> id is
+one addition (vectorised over any array). The Dolly control tokens are added as special tokens too,
+before the image tokens, as dolly-v2 did. Nothing here assumes a vocabulary size: the original
+LLM-CXR code asserted 50,281 (dolly-v2's tokenizer); here every id comes from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import AddedToken
+
+from llmcxr import atomic
+from llmcxr.errors import BadInputError
+
+IMAGE_TOKENS_FILE = "image_tokens.json"
+# nanoGPT: "padded up to nearest multiple of 64 for efficiency" (tensor-core friendly matmul shapes).
+VOCAB_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class ImageTokenMap:
+    """Where the image tokens live in a tokenizer's id space."""
+
+    codebook_size: int  # N: number of VQ codes, one token each
+    first_id: int  # token id of <img_0>; code c has id first_id + c
+    tokens_per_image: int  # length of one image's token block (grid_size**2, 256 in the paper)
+    prefix: str = "img"  # token strings are "<{prefix}_{code}>"
+
+    @property
+    def last_id(self) -> int:
+        return self.first_id + self.codebook_size - 1
+
+    def token(self, code: int) -> str:
+        return f"<{self.prefix}_{code}>"
+
+    def tokens(self) -> list[str]:
+        return [self.token(c) for c in range(self.codebook_size)]
+
+    def codes_to_ids(self, codes: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """VQ codes (any shape, ints in [0, N)) -> token ids of the same shape and kind."""
+        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
+            raise BadInputError(
+                "image tokens",
+                f"codes outside [0, {self.codebook_size})",
+                "the token store and the VQ config differ",
+            )
+        return codes + self.first_id
+
+    def ids_to_codes(self, ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Token ids (any shape, all image tokens) -> VQ codes of the same shape and kind."""
+        if not bool(self.is_image_id(ids).all()):
+            raise BadInputError("token ids", "some ids are not image tokens", "select the image block first")
+        return ids - self.first_id
+
+    def is_image_id(self, ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Boolean mask, same shape as ``ids``: which ids are image tokens."""
+        return (ids >= self.first_id) & (ids <= self.last_id)
+
+    def save(self, folder: Path) -> None:
+        atomic.write_json(Path(folder) / IMAGE_TOKENS_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, folder: Path) -> ImageTokenMap:
+        path = Path(folder) / IMAGE_TOKENS_FILE
+        if not path.is_file():
+            raise BadInputError(
+                folder, f"no {IMAGE_TOKENS_FILE}: not an llmcxr model folder", "train one with `llmcxr train`"
+            )
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise BadInputError(path, f"broken image-token map: {err}") from None
+
+    def check(self, tokenizer) -> None:
+        """Raise unless ``tokenizer`` maps every <img_c> to first_id + c."""
+        ids = tokenizer.convert_tokens_to_ids(self.tokens())
+        if ids != list(range(self.first_id, self.first_id + self.codebook_size)):
+            raise BadInputError(
+                "tokenizer", "image tokens are missing or not contiguous", "re-create the model folder"
+            )
+
+
+def add_cxr_tokens(
+    tokenizer, codebook_size: int, tokens_per_image: int, control_tokens: Sequence[str], prefix: str = "img"
+) -> ImageTokenMap:
+    """Add ``control_tokens`` (special) and one special token per code to ``tokenizer`` in place.
+
+    Image tokens are special added tokens (never split, never normalised): user text tokenized with
+    ``split_special_tokens=True`` can then never produce one. Idempotent: a tokenizer that already
+    has them (a saved llmcxr folder) gets nothing new and the same map back.
+    """
+    missing = [t for t in control_tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+        )
+    image = [f"<{prefix}_{c}>" for c in range(codebook_size)]
+    vocab = tokenizer.get_vocab()
+    if image[0] not in vocab:
+        tokenizer.add_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in image], special_tokens=True
+        )
+    mapping = ImageTokenMap(
+        codebook_size, tokenizer.convert_tokens_to_ids(image[0]), tokens_per_image, prefix
+    )
+    mapping.check(tokenizer)
+    return mapping
+
+
+def _init_new_rows(
+    weight: torch.Tensor, new_ids: torch.Tensor, old_rows: int, generator: torch.Generator
+) -> None:
+    """Rows ``new_ids`` of ``weight`` (V, D) := mean of the first ``old_rows`` rows + noise of 1/10 their std.
+
+    Mean initialisation keeps the new tokens' logits close to the average logit, so the model does
+    not start out predicting (or being derailed by) them (Hewitt, "Initializing new word embeddings
+    for pretrained language models", 2021); the small noise breaks the symmetry between the N image
+    tokens so they can be told apart from the first step.
+    """
+    old = weight[:old_rows].float()
+    mean, std = old.mean(0), old.std(0)
+    noise = torch.randn(len(new_ids), weight.shape[1], generator=generator) * std * 0.1
+    weight[new_ids] = (mean + noise).to(weight.dtype)
+
+
+@torch.no_grad()
+def resize_for_tokenizer(model, tokenizer, old_vocab_size: int, seed: int = 0) -> None:
+    """Grow ``model``'s embeddings to cover ``tokenizer`` (padded to a multiple of 64), then
+    initialise every id >= ``old_vocab_size`` (the tokens added since) as in ``_init_new_rows``.
+
+    ``old_vocab_size`` is len(tokenizer) before tokens were added. Pretrained checkpoints often have
+    more embedding rows than tokens (pythia: 50,304 rows, 50,277 tokens); new ids that land in those
+    unused rows are initialised too, which ``resize_token_embeddings(mean_resizing=True)`` alone
+    would not do.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    wanted = max(rows, len(tokenizer))
+    model.resize_token_embeddings(wanted, pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=False)
+    new_ids = torch.arange(old_vocab_size, len(tokenizer))
+    if len(new_ids) == 0:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    _init_new_rows(model.get_input_embeddings().weight, new_ids, old_vocab_size, generator)
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        _init_new_rows(output.weight, new_ids, old_vocab_size, generator)

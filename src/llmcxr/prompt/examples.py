@@ -1,0 +1,156 @@
+"""Prompt parts + image codes -> token ids and labels, with the loss on the response only.
+
+Token ids are assembled segment by segment instead of tokenizing one formatted string:
+- every piece of text (the intro, instructions, reports, questions, Dolly items) is tokenized with
+  ``split_special_tokens=True``, so text that spells ``### End`` or ``<img_5>`` stays plain text
+  and can never become a control or image token (prompt injection, or a report that quotes one);
+- the three Dolly control tokens and the image block are inserted by id.
+``tokenizer.decode`` of the ids gives back ``format_prompt(parts)`` byte for byte, with the image
+block written as its ``<img_k>`` tokens in place of ``<image>``.
+
+Labels are -100 up to and including ``### Response:\\n`` (as dolly's DataCollatorForCompletionOnlyLM)
+and equal the ids after it: the response, the blank line and ``### End``, so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from llmcxr.model.vocab import ImageTokenMap
+from llmcxr.prompt.dolly import (
+    END_KEY,
+    IMAGE_PLACEHOLDER,
+    INPUT_KEY,
+    INSTRUCTION_KEY,
+    INTRO_BLURB,
+    RESPONSE_KEY_NL,
+    PromptParts,
+    parse_prompt,
+)
+
+IGNORE_INDEX = -100  # torch CrossEntropyLoss ignore_index, the HF convention for unscored positions
+Field = Literal["input", "response"]
+# A report shortened below this many tokens says too little to train on: the sample is dropped.
+MIN_REPORT_TOKENS = 8
+
+
+@dataclass
+class Example:
+    """One tokenized sample. ``input_ids`` and ``labels`` have the same length."""
+
+    input_ids: list[int]
+    labels: list[int]
+    task: str = ""
+    shortened: bool = False  # the report was cut to fit max_length
+
+
+def _text_ids(tokenizer, text: str) -> list[int]:
+    """User or template text -> ids that can contain no special (control or image) token."""
+    if not text:
+        return []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _control_id(tokenizer, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise KeyError(f"tokenizer lacks the Dolly control token {token!r}: call add_cxr_tokens first")
+    return token_id
+
+
+def _field_ids(tokenizer, text: str, is_image: bool, image_ids: list[int]) -> list[int]:
+    return list(image_ids) if is_image else _text_ids(tokenizer, text)
+
+
+def encode_parts(
+    parts: PromptParts,
+    tokenizer,
+    image_tokens: ImageTokenMap,
+    image_codes: np.ndarray | None = None,
+    image_field: Field | None = None,
+    max_length: int | None = None,
+    shorten_field: Field | None = None,
+    task: str = "",
+) -> Example | None:
+    """Token ids and labels for ``parts``; None when it cannot fit ``max_length``.
+
+    ``image_field`` names the part (holding ``<image>``) that becomes the block of ``image_codes``
+    (shape (tokens_per_image,) or the (g, g) grid, row-major). Over ``max_length``, the text part
+    ``shorten_field`` (the report) loses tokens from its end; an image block is never cut. When
+    that is not enough (or nothing may be shortened) the sample is dropped: None.
+    A generation prompt (``parts.response is None``) ends after ``### Response:\\n``.
+    """
+    image_ids: list[int] = []
+    if image_field is not None:
+        if image_codes is None or getattr(parts, image_field) != IMAGE_PLACEHOLDER:
+            raise ValueError(
+                f"image_field={image_field!r} needs image_codes and {IMAGE_PLACEHOLDER} in that part"
+            )
+        codes = np.asarray(image_codes).reshape(-1)
+        if codes.size != image_tokens.tokens_per_image:
+            raise ValueError(f"an image has {image_tokens.tokens_per_image} tokens, got {codes.size}")
+        image_ids = image_tokens.codes_to_ids(codes.astype(np.int64)).tolist()
+
+    head = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n")
+    head += [_control_id(tokenizer, INSTRUCTION_KEY)]
+    head += _text_ids(tokenizer, f"\n{parts.instruction}\n\n")
+    given: list[int] = []
+    if parts.input is not None:
+        head += _text_ids(tokenizer, f"{INPUT_KEY}\n")
+        given = _field_ids(tokenizer, parts.input, image_field == "input", image_ids)
+    middle = (_text_ids(tokenizer, "\n\n") if parts.input is not None else []) + [
+        _control_id(tokenizer, RESPONSE_KEY_NL)
+    ]
+    answer: list[int] = []
+    tail: list[int] = []
+    if parts.response is not None:
+        answer = _field_ids(tokenizer, parts.response, image_field == "response", image_ids)
+        tail = _text_ids(tokenizer, "\n\n") + [_control_id(tokenizer, END_KEY)]
+
+    shortened = False
+    if max_length is not None:
+        excess = len(head) + len(given) + len(middle) + len(answer) + len(tail) - max_length
+        if excess > 0:
+            if shorten_field is None or shorten_field == image_field:
+                return None
+            part = given if shorten_field == "input" else answer
+            keep = len(part) - excess
+            if keep < MIN_REPORT_TOKENS:
+                return None
+            del part[keep:]
+            shortened = True
+
+    prompt = head + given + middle
+    scored = answer + tail
+    return Example(
+        input_ids=prompt + scored,
+        labels=[IGNORE_INDEX] * len(prompt) + scored,
+        task=task,
+        shortened=shortened,
+    )
+
+
+def decode_example(
+    input_ids: list[int], tokenizer, image_tokens: ImageTokenMap
+) -> tuple[PromptParts, np.ndarray | None]:
+    """Inverse of ``encode_parts`` (without truncation): ids -> (parts with ``<image>``, image codes)."""
+    ids = np.asarray(input_ids, dtype=np.int64)
+    is_image = image_tokens.is_image_id(ids)
+    codes = None
+    if is_image.any():
+        where = np.flatnonzero(is_image)
+        start, stop = int(where[0]), int(where[-1]) + 1
+        if stop - start != len(where):
+            raise ValueError("image tokens are not one contiguous block")
+        codes = image_tokens.ids_to_codes(ids[start:stop])
+        text = (
+            tokenizer.decode(ids[:start].tolist(), clean_up_tokenization_spaces=False)
+            + IMAGE_PLACEHOLDER
+            + tokenizer.decode(ids[stop:].tolist(), clean_up_tokenization_spaces=False)
+        )
+    else:
+        text = tokenizer.decode(ids.tolist(), clean_up_tokenization_spaces=False)
+    return parse_prompt(text), codes

@@ -1,0 +1,616 @@
+"""Patient geometry for the synthetic chest radiograph: sampled from a seed, drawn as X-ray density.
+
+Coordinates are normalised: ``x`` runs 0..1 from the image's left to its right, ``y`` 0..1 from top to
+bottom. Radiological convention: the patient faces the viewer, so the patient's RIGHT side is on the
+image's LEFT (x < midline) and the heart bulges to the image's right. ``side_sign(Side.RIGHT) == -1``.
+
+The image is a density map ``D`` (higher = more attenuation = brighter) that ``render.py`` tone-maps
+as an exposure ``1 - exp(-gain * D)``. Big smooth structures (body, lungs, heart, mediastinum,
+diaphragm, spine) are implicit functions of the pixel grid with linear edge ramps, so they are
+antialiased at any resolution for a handful of numpy operations each. Thin structures (ribs,
+clavicles, vessels, tubes) are drawn as polylines with PIL, which is a fast C rasteriser.
+
+Typical proportions follow standard PA chest radiograph anatomy: cardiothoracic ratio 0.41-0.48 in
+health (Danzer's ratio, normal < 0.5), right hemidiaphragm 1.5-2.5 cm above the left, carina at
+T4-T5, ten posterior ribs above the diaphragm on a good inspiration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from llmcxr.findings import Side
+
+
+def side_sign(side: Side) -> int:
+    """-1 for the patient's right (image left), +1 for the patient's left (image right)."""
+    return -1 if side == Side.RIGHT else 1
+
+
+def ramp(distance: np.ndarray, edge: float) -> np.ndarray:
+    """Soft inside-indicator of a signed distance (positive inside): a linear ramp ``edge`` wide."""
+    out = distance * np.float32(1.0 / edge)
+    out += np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+@dataclass
+class Pose:
+    """Where the patient stands in the image: midline shift, tilt and zoom (positioning varies)."""
+
+    shift_x: float
+    shift_y: float
+    tilt: float  # small lean of the patient on the detector, applied as a horizontal shear
+    zoom: float  # > 1 = patient larger in the field of view
+
+    def to_pixels(self, points: np.ndarray, size: int) -> np.ndarray:
+        """Anatomy coordinates (..., 2) -> pixel coordinates (..., 2) (inverse of ``Canvas``)."""
+        gy = (points[..., 1] - 0.5) * self.zoom + 0.5 + self.shift_y
+        gx = (points[..., 0] - 0.5) * self.zoom + 0.5 + self.shift_x + self.tilt * (gy - 0.5)
+        return np.stack([gx, gy], axis=-1) * size
+
+
+class Canvas:
+    """The pixel grid in anatomy coordinates plus PIL layers for thin structures.
+
+    ``X``: (size, size) and ``Y``: (size, 1) float32 anatomy coordinates of each pixel centre. The
+    patient's lean is a shear rather than a rotation, so ``Y`` depends on the row only and every
+    function of height alone (rib cage width, mediastinum, spine) costs one column, not a full image.
+    """
+
+    def __init__(self, size: int, pose: Pose) -> None:
+        self.size = size
+        self.pose = pose
+        self.pixel = 1.0 / size  # one pixel in normalised units
+        grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+        inv = 1.0 / pose.zoom
+        self.Y = ((grid[:, None] - pose.shift_y) * inv + 0.5).astype(np.float32)
+        self.X = ((grid[None, :] - pose.shift_x - pose.tilt * grid[:, None]) * inv + 0.5).astype(np.float32)
+
+    def columns(self, low: float, high: float) -> slice:
+        """The pixel columns where x may lie in [low, high] on some row (for narrow structures)."""
+        first, last = self.X[0], self.X[-1]
+        start = min(np.searchsorted(first, low), np.searchsorted(last, low))
+        stop = max(np.searchsorted(first, high), np.searchsorted(last, high))
+        return slice(int(max(start - 1, 0)), int(min(stop + 1, self.size)))
+
+    def rows(self, low: float, high: float) -> slice:
+        """The pixel rows whose y lies in [low, high]."""
+        column = self.Y[:, 0]
+        return slice(int(np.searchsorted(column, low)), int(np.searchsorted(column, high)) + 1)
+
+    def layer(self) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+        """An 8-bit layer: draw with fill 0..255, read back with ``pixels`` as 0..1."""
+        image = Image.new("L", (self.size, self.size), 0)
+        return image, ImageDraw.Draw(image)
+
+    def float_layer(self) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+        """A float32 layer: draw densities directly as fill values, read back with ``values``."""
+        image = Image.new("F", (self.size, self.size), 0.0)
+        return image, ImageDraw.Draw(image)
+
+    def width(self, normalised: float) -> int:
+        """A stroke width in pixels, never below one pixel so thin things survive at 64 px."""
+        return max(1, round(normalised * self.size * self.pose.zoom))
+
+    def polyline(
+        self, draw: ImageDraw.ImageDraw, points: np.ndarray, width: float, fill: float = 255
+    ) -> None:
+        draw.line(self.pose.to_pixels(points, self.size).ravel().tolist(), fill=fill, width=self.width(width))
+
+    def polylines(
+        self, draw: ImageDraw.ImageDraw, lines: np.ndarray, widths: list[float], fill: float = 255
+    ) -> None:
+        """Several polylines (count, points, 2) at once (one coordinate transform for all).
+
+        PIL takes a flat [x0, y0, x1, y1, ...] list, the cheapest form to build from numpy.
+        """
+        flat = self.pose.to_pixels(lines, self.size).reshape(len(lines), -1).tolist()
+        for line, width in zip(flat, widths, strict=True):
+            draw.line(line, fill=fill, width=self.width(width))
+
+    def ellipse(
+        self, draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: float, fill: float = 255
+    ) -> None:
+        x, y = self.pose.to_pixels(np.array(centre), self.size).tolist()
+        r = radius * self.size * self.pose.zoom
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+
+    @staticmethod
+    def values(image: Image.Image) -> np.ndarray:
+        """A PIL "F" layer as float32 (size, size)."""
+        return np.asarray(image, dtype=np.float32)
+
+    @staticmethod
+    def pixels(image: Image.Image) -> np.ndarray:
+        """A PIL "L" layer as float32 (size, size) in [0, 1]."""
+        return np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+
+
+@dataclass
+class Anatomy:
+    """One patient's chest, all lengths normalised to the image width. Findings may edit it."""
+
+    midline: float  # x of the spine
+    apex_y: float  # top of the lung apices
+    half_width: float  # inner half-width of the rib cage at its widest
+    margin: float  # soft tissue outside the ribs
+    cp_y: tuple[float, float]  # costophrenic angle height (patient right, left)
+    dome_y: tuple[float, float]  # hemidiaphragm dome peak height (right, left); right is higher
+    mediastinum: float  # half-width of the upper mediastinum
+    heart_centre: tuple[float, float]
+    heart_axes: tuple[float, float]  # semi-axes (long, short) of the heart ellipse
+    heart_angle: float  # radians; long axis from the right border down to the apex (image right)
+    hilum_y: tuple[float, float]  # the left hilum sits higher than the right
+    carina_y: float
+    rib_top: float  # y of the first posterior rib at the spine
+    rib_gap: float  # spacing of posterior ribs at the spine
+    rib_count: int
+    lung_air: float  # how dark the lungs are (inspiration depth, habitus)
+    soft_tissue: float  # body density (habitus)
+    breasts: float  # 0 = none, else density of breast shadows over the bases
+    bone: float  # bone density (age)
+    gastric_bubble: float  # 0 = none, else radius
+
+    def heart_extent(self) -> float:
+        """Horizontal half-extent of the heart shadow (rotated ellipse)."""
+        a, b = self.heart_axes
+        c, s = math.cos(self.heart_angle), math.sin(self.heart_angle)
+        return math.sqrt((a * c) ** 2 + (b * s) ** 2)
+
+    def cardiothoracic_ratio(self) -> float:
+        """Widest heart diameter over widest inner thoracic diameter (Danzer 1919)."""
+        return self.heart_extent() / self.half_width
+
+
+def sample_pose(rng: np.random.Generator) -> Pose:
+    return Pose(
+        shift_x=float(rng.uniform(-0.025, 0.025)),
+        shift_y=float(rng.uniform(-0.03, 0.03)),
+        tilt=float(rng.uniform(-0.045, 0.045)),
+        zoom=float(rng.uniform(0.93, 1.06)),
+    )
+
+
+def sample_anatomy(rng: np.random.Generator) -> Anatomy:
+    """A random healthy chest. Ranges chosen by eye against real PA radiographs."""
+    half_width = float(rng.uniform(0.33, 0.38))
+    mid = float(0.5 + rng.uniform(-0.01, 0.01))
+    dome_r = float(rng.uniform(0.66, 0.72))
+    dome_l = dome_r + float(rng.uniform(0.015, 0.04))
+    ctr = float(rng.uniform(0.41, 0.48))
+    short_axis = float(rng.uniform(0.115, 0.135))
+    angle = float(rng.uniform(0.25, 0.4))
+    # choose the long axis so that the heart's horizontal extent gives the sampled CTR.
+    extent = ctr * half_width
+    c, s = math.cos(angle), math.sin(angle)
+    long_axis = math.sqrt(max(extent**2 - (short_axis * s) ** 2, 0.0)) / c
+    # about a third of the heart lies right of the midline (image left).
+    heart_x = mid + extent - float(rng.uniform(0.08, 0.11))
+    hilum_r = float(rng.uniform(0.42, 0.47))
+    return Anatomy(
+        midline=mid,
+        apex_y=float(rng.uniform(0.07, 0.11)),
+        half_width=half_width,
+        margin=float(rng.uniform(0.05, 0.14)),
+        cp_y=(dome_r + float(rng.uniform(0.09, 0.13)), dome_l + float(rng.uniform(0.08, 0.12))),
+        dome_y=(dome_r, dome_l),
+        mediastinum=float(rng.uniform(0.055, 0.07)),
+        heart_centre=(heart_x, dome_l - float(rng.uniform(0.065, 0.09))),
+        heart_axes=(long_axis, short_axis),
+        heart_angle=angle,
+        hilum_y=(hilum_r, hilum_r - float(rng.uniform(0.01, 0.03))),
+        carina_y=float(rng.uniform(0.28, 0.33)),
+        rib_top=float(rng.uniform(0.09, 0.115)),
+        rib_gap=float(rng.uniform(0.054, 0.062)),
+        rib_count=10,
+        lung_air=float(rng.uniform(0.5, 0.6)),
+        soft_tissue=float(rng.uniform(0.85, 1.05)),
+        breasts=float(rng.uniform(0.04, 0.1)) if rng.random() < 0.35 else 0.0,
+        bone=float(rng.uniform(0.8, 1.15)),
+        gastric_bubble=float(rng.uniform(0.025, 0.045)) if rng.random() < 0.6 else 0.0,
+    )
+
+
+def patches(canvas: Canvas, rng: np.random.Generator, cells: int = 10) -> np.ndarray:
+    """Smooth random blotches (size, size) in [0, 1]: bilinear upsampling of a coarse noise grid."""
+    coarse = rng.random((cells, cells), dtype=np.float32)
+    image = Image.fromarray(coarse, mode="F").resize((canvas.size, canvas.size), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Implicit shapes. Each takes the canvas grids and returns a (size, size) float32 mask in [0, 1].
+
+
+def wall_half_width(anatomy: Anatomy, y: np.ndarray) -> np.ndarray:
+    """Inner half-width of the rib cage at height ``y``: narrow at the apices, widest at the bases."""
+    t = np.maximum(y - anatomy.apex_y, 0.0)
+    return anatomy.half_width * (1.0 - 0.55 * np.exp(-t * (1.0 / 0.16)))
+
+
+def diaphragm_height(anatomy: Anatomy, canvas: Canvas) -> np.ndarray:
+    """Height of the hemidiaphragm under each pixel (the right one left of the midline in the image):
+    a parabola from each dome down to its costophrenic angle, gentler toward the heart."""
+    left = canvas.X > anatomy.midline
+    outward = np.abs(canvas.X - anatomy.midline)
+    peak_at = 0.45 * anatomy.half_width
+    slopes = [
+        (cp - dome) / (anatomy.half_width - peak_at) ** 2
+        for cp, dome in zip(anatomy.cp_y, anatomy.dome_y, strict=True)
+    ]
+    d = outward - peak_at
+    slope = np.where(left, np.float32(slopes[1]), np.float32(slopes[0]))
+    slope *= np.where(d > 0, np.float32(1.0), np.float32(0.8))  # medial slope to the cardiophrenic angle
+    dome = np.where(left, np.float32(anatomy.dome_y[1]), np.float32(anatomy.dome_y[0]))
+    return dome + slope * d * d
+
+
+def mediastinal_border(anatomy: Anatomy, y: np.ndarray, side: Side) -> np.ndarray:
+    """Half-width of the mediastinum at height ``y`` on one side (the aortic knob bulges left)."""
+    border = np.full_like(y, anatomy.mediastinum)
+    if side == Side.LEFT:
+        border = border + 0.03 * np.exp(-(((y - (anatomy.carina_y - 0.03)) / 0.035) ** 2))
+    return border
+
+
+def heart_mask(anatomy: Anatomy, canvas: Canvas, edge: float) -> np.ndarray:
+    """The cardiac silhouette: an ellipse for the ventricles joined to the mediastinum above.
+
+    Computed inside the heart's bounding box only (it covers a sixth of the image).
+    """
+    (hx, hy), (a, b), t = anatomy.heart_centre, anatomy.heart_axes, anatomy.heart_angle
+    reach = max(a, b) + 0.02
+    top = anatomy.carina_y + 0.02
+    rows = canvas.rows(top - 0.01, hy + reach)
+    cols = canvas.columns(min(anatomy.midline - anatomy.mediastinum, hx - reach) - 0.02, hx + reach)
+    X, Y = canvas.X[rows, cols], canvas.Y[rows]
+    dx, dy = X - hx, Y - hy
+    c, s = math.cos(t), math.sin(t)
+    u = (c * dx + s * dy) * (1.0 / a)
+    v = (-s * dx + c * dy) * (1.0 / b)
+    ellipse = ramp((1.0 - np.sqrt(u * u + v * v)) * min(a, b), edge)
+    # the cardiac silhouette widens from the mediastinum down to the ventricles: the left border
+    # runs in a long convex line from below the aortic knob to the widest point; the right atrium
+    # bulges only low down.
+    h = np.clip((Y - top) * (1.0 / max(hy - top, 1e-3)), 0.0, 1.0)
+    extent = anatomy.heart_extent()
+    offset = X - anatomy.midline
+    left = anatomy.mediastinum + np.sqrt(h) * (hx + extent - anatomy.midline - anatomy.mediastinum)
+    right = anatomy.mediastinum + h**3 * (anatomy.midline - (hx - extent) - anatomy.mediastinum)
+    cone = ramp(left - offset, edge) * ramp(offset + right, edge) * ramp(hy - Y, edge) * ramp(Y - top, edge)
+    heart = np.zeros_like(canvas.X)
+    heart[rows, cols] = np.maximum(ellipse, cone)
+    return heart
+
+
+def lung_mask(
+    anatomy: Anatomy, canvas: Canvas, diaphragm: np.ndarray, side: Side, edge: float, retract: float = 0.0
+) -> np.ndarray:
+    """One lung: inside the rib cage, above its hemidiaphragm, beside the mediastinum, below the apex.
+
+    ``retract`` pulls the lateral and apical edges in (a collapsed lung beside a pneumothorax).
+    Computed inside the lung's bounding box (its half of the chest, apex to costophrenic angle).
+    """
+    rows, cols = hemithorax(anatomy, canvas, side)
+    X, Y = canvas.X[rows, cols], canvas.Y[rows]
+    outward = side_sign(side) * (X - anatomy.midline)
+    lateral = ramp(wall_half_width(anatomy, Y) - retract - outward, edge * 3)
+    medial = ramp(outward - mediastinal_border(anatomy, Y, side), edge)
+    base = ramp(diaphragm[rows, cols] - Y, edge)
+    apex_x = 0.45 * anatomy.half_width
+    apex = ramp(Y - (anatomy.apex_y + retract * 1.5) - 1.6 * (outward - apex_x) ** 2, edge * 2)
+    lung = np.zeros_like(canvas.X)
+    lung[rows, cols] = lateral * medial * base * apex
+    return lung
+
+
+def hemithorax(anatomy: Anatomy, canvas: Canvas, side: Side) -> tuple[slice, slice]:
+    """Rows and columns of one side of the chest, from the lung apex to below the costophrenic angle."""
+    rows = canvas.rows(anatomy.apex_y - 0.02, max(anatomy.cp_y) + 0.02)
+    if side == Side.RIGHT:
+        cols = canvas.columns(anatomy.midline - anatomy.half_width - 0.03, anatomy.midline + 0.01)
+    else:
+        cols = canvas.columns(anatomy.midline - 0.01, anatomy.midline + anatomy.half_width + 0.03)
+    return rows, cols
+
+
+def body_density(anatomy: Anatomy, canvas: Canvas, edge: float) -> np.ndarray:
+    """Soft tissue path length: a cylinder's chord ``sqrt(1 - r^2)``, with a neck and shoulders."""
+    X, Y = canvas.X, canvas.Y
+    half = anatomy.half_width + anatomy.margin
+    # shoulders slope down from the neck at the top of the image.
+    top = np.clip((Y + 0.05) * (1.0 / 0.2), 0.0, 1.0)
+    width = half * (0.9 + 0.1 * np.sqrt(top))
+    r = np.abs(X - anatomy.midline) * (1.0 / np.maximum(width, 1e-3))
+    chord = np.sqrt(np.clip(1.0 - r * r, 0.0, 1.0))
+    return anatomy.soft_tissue * (0.4 + 0.55 * chord) * ramp(1.0 - r, edge * 4)
+
+
+def add_spine(anatomy: Anatomy, canvas: Canvas, edge: float, density: np.ndarray) -> None:
+    """Vertebral column into ``density``: a bright band, darker disc spaces, brighter cortices.
+
+    Computed only on the columns the spine can cover, as it is a narrow structure.
+    """
+    cols = canvas.columns(anatomy.midline - 0.06, anatomy.midline + 0.06)
+    X, Y = canvas.X[:, cols], canvas.Y
+    width = 0.032 + 0.012 * np.clip(Y, 0.0, 1.0)  # vertebral bodies widen caudally
+    d = width - np.abs(X - anatomy.midline)
+    body = ramp(d, edge)
+    cortex = ramp(0.006 - np.abs(d - 0.004), edge)
+    phase = (Y - anatomy.rib_top) * (1.0 / (anatomy.rib_gap * 0.95))
+    discs = 1.0 - 0.35 * np.clip(1.0 - np.abs(phase - np.round(phase)) * 8.0, 0.0, 1.0)
+    density[:, cols] += anatomy.bone * (0.08 * body * discs + 0.04 * cortex)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Polyline structures: ribs, clavicles, scapulae, vessels.
+
+
+def rib_paths(anatomy: Anatomy, side: Side, points: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """All posterior ribs (count, points, 2) and their anterior continuations (count, points // 2, 2).
+
+    Posterior ribs leave the spine, rise a little, then sweep out and down to the lateral wall;
+    anterior ribs run back medially and downward from there (they are fainter on a PA film).
+    Rib spacing widens caudally.
+    """
+    sign = side_sign(side)
+    index = np.arange(anatomy.rib_count, dtype=np.float64)[:, None]  # (count, 1)
+    y0 = anatomy.rib_top + index * anatomy.rib_gap * (1.0 + 0.035 * index)
+    t = np.linspace(0.0, 1.0, points)[None, :]  # (1, points)
+    wall = wall_half_width(anatomy, y0 + 0.08 + 0.02 * index) + 0.01
+    reach = 0.03 + (wall - 0.03) * t
+    rise = 0.025 * np.sin(np.pi * np.minimum(t * 2.0, 1.0))
+    fall = (0.12 + 0.006 * index) * t**1.8
+    posterior = np.stack([anatomy.midline + sign * reach, y0 - rise + fall], axis=2)
+    u = np.linspace(0.0, 1.0, points // 2)[None, :]
+    end_x, end_y = posterior[:, -1:, 0], posterior[:, -1:, 1]
+    anterior = np.stack(
+        [end_x - sign * (0.05 + (wall * 0.55) * u), end_y + 0.02 + 0.11 * u**1.3 - 0.02 * (1 - u) ** 2],
+        axis=2,
+    )
+    return posterior, anterior
+
+
+def clavicle_path(anatomy: Anatomy, side: Side) -> np.ndarray:
+    """An S-shaped clavicle from the sternal notch out and up to the shoulder."""
+    sign = side_sign(side)
+    t = np.linspace(0.0, 1.0, 12)
+    x = anatomy.midline + sign * (0.035 + (anatomy.half_width + 0.02) * t)
+    y = anatomy.apex_y + 0.1 - 0.08 * t + 0.015 * np.sin(2 * np.pi * t)
+    return np.stack([x, y], axis=1)
+
+
+def scapula_path(anatomy: Anatomy, side: Side) -> np.ndarray:
+    """Medial border of the scapula, projecting over the upper lateral lung."""
+    sign = side_sign(side)
+    t = np.linspace(0.0, 1.0, 8)
+    x = anatomy.midline + sign * (anatomy.half_width * (0.98 - 0.28 * np.sin(np.pi * t * 0.8)))
+    y = anatomy.apex_y + 0.01 + 0.30 * t
+    return np.stack([x, y], axis=1)
+
+
+def vessel_tree(
+    anatomy: Anatomy, side: Side, rng: np.random.Generator, depth: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A branching pulmonary vascular tree from the hilum, one (starts (N, 2), ends (N, 2)) per generation.
+
+    Every generation doubles the branches and shortens them, so vessels taper and markings fade
+    toward the periphery, as on real films. Built a generation at a time to stay vectorised.
+    """
+    sign = side_sign(side)
+    i = 0 if side == Side.RIGHT else 1
+    hilum = np.array([anatomy.midline + sign * (anatomy.mediastinum + 0.045), anatomy.hilum_y[i]])
+    # main trunks fan from up to down (angles from the outward horizontal, y pointing down).
+    angles = np.array([-1.3, -0.8, -0.3, 0.2, 0.7, 1.1, 1.45]) + rng.uniform(-0.15, 0.15, 7)
+    lengths = 0.1 * rng.uniform(0.7, 1.2, 7)
+    starts = np.repeat(hilum[None, :], 7, axis=0) + rng.normal(0.0, 0.01, (7, 2))
+    generations = []
+    for _ in range(depth):
+        ends = starts + np.stack([sign * np.cos(angles), np.sin(angles)], axis=1) * lengths[:, None]
+        generations.append((starts, ends))
+        n = len(angles)
+        turn = rng.uniform(0.2, 0.55, 2 * n) * np.tile([-1.0, 1.0], n)
+        angles = np.repeat(angles, 2) + turn
+        lengths = np.repeat(lengths, 2) * rng.uniform(0.62, 0.8, 2 * n)
+        starts = np.repeat(ends, 2, axis=0)
+    return generations
+
+
+# ---------------------------------------------------------------------------------------------------
+# The drawn chest: density maps that findings then edit.
+
+
+@dataclass
+class Scene:
+    """A chest being drawn. ``smooth`` and ``sharp`` are (size, size) float32 density maps.
+
+    ``sharp`` holds thin structures (bones, vessels, tubes); ``render.py`` blurs it once with a small
+    kernel before adding it to ``smooth``. ``lungs[side]`` is the air space inside each pleura,
+    ``aerated[side]`` the part still filled with lung (smaller beside a pneumothorax).
+    """
+
+    anatomy: Anatomy
+    canvas: Canvas
+    smooth: np.ndarray
+    sharp: np.ndarray
+    lungs: dict[Side, np.ndarray]
+    aerated: dict[Side, np.ndarray]
+    heart: np.ndarray
+    edge: float  # one-pixel edge ramp in normalised units
+    retract: dict[Side, float]  # how far each lung has fallen away from the chest wall
+    diaphragm: np.ndarray  # (size, size) height of the hemidiaphragm under each pixel
+    air: dict[Side, np.ndarray]  # the density each lung's air took away (fluid puts it back)
+    fill: np.ndarray  # (size, size) share of the lung air that fluid or tissue has replaced
+
+    def replace_air(self) -> None:
+        """Put back the density of the air that opacities replaced (at most all of it).
+
+        Airspace disease fills alveoli with fluid or cells, so an opacity can make the lung as dense
+        as soft tissue but never denser: overlapping findings do not stack.
+        """
+        air = self.air[Side.RIGHT] + self.air[Side.LEFT]
+        self.smooth += air * np.minimum(self.fill, 1.0)
+        self.fill[:] = 0.0
+
+    def add_layer(self, image: Image.Image, amount: float, sharp: bool = True) -> None:
+        target = self.sharp if sharp else self.smooth
+        target += Canvas.pixels(image) * amount
+
+
+SIDES = (Side.RIGHT, Side.LEFT)
+
+
+def draw_bones(scene: Scene) -> None:
+    """Ribs (with brighter cortices), clavicles, scapular borders and humeral heads into ``scene.sharp``.
+
+    Two float layers: later strokes overwrite earlier ones, so a rib's narrower, fainter core drawn
+    over it leaves bright cortical edges. Anterior ribs get their own layer: they add where they
+    cross the posterior ribs.
+    """
+    anatomy, canvas = scene.anatomy, scene.canvas
+    b = anatomy.bone
+    back, draw_back = canvas.float_layer()
+    front, draw_front = canvas.float_layer()
+    for side in SIDES:  # humeral heads at the top corners, under the ribs and clavicles
+        centre = (anatomy.midline + side_sign(side) * (anatomy.half_width + 0.15), anatomy.apex_y - 0.01)
+        canvas.ellipse(draw_back, centre, 0.085, fill=0.16 * b)
+        canvas.ellipse(draw_back, centre, 0.072, fill=0.11 * b)
+    rib_width = 0.026
+    # lower ribs are broader.
+    widths = [rib_width * (1.0 + 0.04 * index) for index in range(anatomy.rib_count)]
+    for side in SIDES:
+        posterior, anterior = rib_paths(anatomy, side)
+        canvas.polylines(draw_back, posterior, widths, fill=0.1 * b)
+        canvas.polylines(draw_back, posterior, [w * 0.45 for w in widths], fill=0.055 * b)
+        canvas.polylines(draw_front, anterior, [rib_width * 0.8] * anatomy.rib_count, fill=0.05 * b)
+        clavicle = clavicle_path(anatomy, side)
+        canvas.polyline(draw_back, clavicle, 0.03, fill=0.18 * b)
+        canvas.polyline(draw_back, clavicle, 0.012, fill=0.135 * b)
+        canvas.polyline(draw_front, scapula_path(anatomy, side), 0.006, fill=0.05 * b)
+    scene.sharp += Canvas.values(back)
+    scene.sharp += Canvas.values(front)
+
+
+def draw_vessels(scene: Scene, rng: np.random.Generator) -> None:
+    """Pulmonary vessels branching from each hilum, only where the lung is aerated."""
+    canvas, anatomy = scene.canvas, scene.anatomy
+    image, draw = canvas.float_layer()
+    for side in SIDES:
+        for generation, (starts, ends) in enumerate(vessel_tree(anatomy, side, rng)):
+            width = canvas.width(0.014 * (0.72**generation))
+            fill = 0.12 * 0.74**generation
+            segments = canvas.pose.to_pixels(np.stack([starts, ends], axis=1), canvas.size)
+            for segment in segments.reshape(len(starts), 4).tolist():
+                draw.line(segment, fill=fill, width=width)
+    aerated = scene.aerated[Side.RIGHT] + scene.aerated[Side.LEFT]
+    # interstitium and small vessels below the resolution of the tree: a faint mottled texture.
+    texture = patches(canvas, rng, cells=int(rng.integers(24, 36)))
+    scene.sharp += (Canvas.values(image) + 0.05 * texture) * aerated
+    for side in SIDES:
+        # the hilum itself: pulmonary arteries and bronchi in cross-section (a small window).
+        i = 0 if side == Side.RIGHT else 1
+        hx, hy = anatomy.midline + side_sign(side) * (anatomy.mediastinum + 0.03), anatomy.hilum_y[i]
+        rows, cols = canvas.rows(hy - 0.12, hy + 0.12), canvas.columns(hx - 0.12, hx + 0.12)
+        r2 = (canvas.X[rows, cols] - hx) ** 2 + (canvas.Y[rows] - hy) ** 2
+        scene.smooth[rows, cols] += 0.12 * np.exp(-r2 * (1.0 / 0.0012)) * scene.lungs[side][rows, cols]
+
+
+def draw_airways(scene: Scene) -> None:
+    """Trachea and main bronchi as dark air columns in the mediastinum."""
+    anatomy, canvas = scene.anatomy, scene.canvas
+    image, draw = canvas.layer()
+    m, cy = anatomy.midline, anatomy.carina_y
+    trachea = np.array([[m, -0.05], [m + 0.003, cy]])
+    canvas.polyline(draw, trachea, 0.032)
+    canvas.polyline(draw, np.array([[m, cy], [m - 0.06, cy + 0.06]]), 0.02)
+    canvas.polyline(draw, np.array([[m, cy], [m + 0.07, cy + 0.08]]), 0.018)
+    scene.add_layer(image, -0.12, sharp=False)
+
+
+def draw_anatomy(
+    anatomy: Anatomy, canvas: Canvas, rng: np.random.Generator, retract: dict[Side, float]
+) -> Scene:
+    """A healthy chest with the lungs' lateral edges pulled in by ``retract`` (pneumothorax)."""
+    edge = 1.2 * canvas.pixel
+    X, Y = canvas.X, canvas.Y
+    diaphragm = diaphragm_height(anatomy, canvas)
+    lungs = {side: lung_mask(anatomy, canvas, diaphragm, side, edge) for side in SIDES}
+    aerated = {
+        side: lung_mask(anatomy, canvas, diaphragm, side, edge, retract[side])
+        if retract.get(side)
+        else lungs[side]
+        for side in SIDES
+    }
+    heart = heart_mask(anatomy, canvas, edge)
+    smooth = body_density(anatomy, canvas, edge)
+    # heart, mediastinum and the abdomen below the domes are one solid soft-tissue silhouette.
+    # The mediastinum is a central column (aortic knob on the left): computed on its columns only;
+    # the abdomen on the rows below the highest dome only.
+    solid = heart.copy()
+    cols = canvas.columns(anatomy.midline - 0.25, anatomy.midline + 0.25)
+    offset = X[:, cols] - anatomy.midline
+    med = ramp(mediastinal_border(anatomy, Y, Side.LEFT) - offset, edge)
+    med *= ramp(mediastinal_border(anatomy, Y, Side.RIGHT) + offset, edge)
+    np.maximum(solid[:, cols], 0.85 * med, out=solid[:, cols])
+    rows = canvas.rows(min(anatomy.dome_y) - 0.02, 2.0)
+    flank = (
+        anatomy.half_width + 0.01 + 0.8 * (Y[rows] - max(anatomy.cp_y)) - np.abs(X[rows] - anatomy.midline)
+    )
+    abdomen = ramp(Y[rows] - diaphragm[rows], edge) * ramp(flank, 0.02)
+    np.maximum(solid[rows], abdomen, out=solid[rows])
+    smooth += 0.3 * solid
+    add_spine(anatomy, canvas, edge, smooth)
+    # abdomen below the diaphragm is solid soft tissue; with the lungs cut out above it, the domes
+    # appear as the edge where lung air stops.
+    # lung bases carry more overlying soft tissue: less air contrast low in the chest; the heart
+    # hides most of the lung behind it.
+    depth = anatomy.lung_air * (1.0 - 0.25 * np.clip((Y - 0.45) * 3.0, 0.0, 1.0))
+    behind_heart = 1.0 - heart * 0.75
+    air = {side: lungs[side] * behind_heart * depth for side in SIDES}
+    for side in SIDES:
+        smooth -= air[side]
+    for side in SIDES:
+        if retract.get(side):
+            # the pneumothorax space holds air but no lung tissue: darker still.
+            smooth -= 0.2 * (lungs[side] - aerated[side])
+    if anatomy.breasts:
+        for sign in (-1, 1):
+            # a soft shadow over the lower lateral chest that fades upward and ends in a curved edge.
+            cx, cy = anatomy.midline + sign * 0.28, anatomy.dome_y[0] - 0.02
+            rows, cols = canvas.rows(cy - 0.2, cy + 0.16), canvas.columns(cx - 0.21, cx + 0.21)
+            r = np.sqrt((X[rows, cols] - cx) ** 2 + ((Y[rows] - cy) * 1.3) ** 2)
+            fade = np.clip((Y[rows] - (cy - 0.2)) * (1.0 / 0.22), 0.0, 1.0)
+            smooth[rows, cols] += anatomy.breasts * ramp(0.19 - r, edge * 4) * fade
+    if anatomy.gastric_bubble:
+        radius = anatomy.gastric_bubble
+        gx, gy = anatomy.midline + 0.17, anatomy.dome_y[1] + radius + 0.025
+        rows, cols = (
+            canvas.rows(gy - radius - 0.01, gy + 0.02),
+            canvas.columns(gx - radius - 0.01, gx + radius + 0.01),
+        )
+        r = np.sqrt((X[rows, cols] - gx) ** 2 + ((Y[rows] - gy) * 1.6) ** 2)
+        smooth[rows, cols] -= 0.25 * ramp(radius - r, edge * 2) * ramp(gy + 0.01 - Y[rows], edge)
+    scene = Scene(
+        anatomy,
+        canvas,
+        smooth,
+        np.zeros_like(smooth),
+        lungs,
+        aerated,
+        heart,
+        edge,
+        retract,
+        diaphragm,
+        air,
+        np.zeros_like(smooth),
+    )
+    draw_airways(scene)
+    draw_bones(scene)
+    scene.sharp *= 1.0 - 0.5 * solid  # bones show through the heart and abdomen less
+    draw_vessels(scene, rng)
+    return scene

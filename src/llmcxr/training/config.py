@@ -1,0 +1,117 @@
+"""The training recipe: typed dataclasses loaded from ``recipes/*.yaml`` (``llmcxr.config.load_config``).
+
+Relative paths in a recipe are relative to the directory ``llmcxr train`` runs in (the repo root).
+Every exported model folder carries its recipe as ``llmcxr_train.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmcxr.errors import BadInputError
+from llmcxr.model.scratch import ScratchConfig
+
+SOURCE_KINDS = ("synthetic", "mimic", "iu_xray", "manifest")
+TASKS = ("report_generation", "image_generation", "vqa", "text")
+
+
+@dataclass
+class ModelSpec:
+    """The language model to start from: a local Hugging Face folder, or a from-scratch GPT-NeoX."""
+
+    base: Path | None = (
+        None  # local causal-LM folder (dolly-v2-3b, pythia, Llama, Qwen, ...); never downloaded
+    )
+    scratch: ScratchConfig | None = None  # used when base is None: BPE tokenizer + small GPT-NeoX
+    attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2" (packing works with all three)
+
+
+@dataclass
+class DataSource:
+    """One dataset of CXR records and the token store holding its images' VQ codes."""
+
+    kind: str  # one of SOURCE_KINDS
+    path: Path  # synthetic world folder / MIMIC-CXR-JPG root / IU reports .tgz or folder / manifest file
+    token_store: Path  # `llmcxr vq encode` output for this source's images (keys = CXRRecord.image_id)
+    limit: int | None = None  # keep only the first N records (smoke runs)
+
+
+@dataclass
+class Mixture:
+    """Relative sampling weights of the tasks (LLM-CXR: image tasks 0.8, plain-text instructions 0.2)."""
+
+    report_generation: float = 0.4  # CXR -> report
+    image_generation: float = 0.4  # report -> CXR
+    vqa: float = 0.0  # question about a CXR -> answer (needs records with qa)
+    text: float = 0.2  # Dolly-style text instructions, keeps the LM's language ability
+
+
+@dataclass
+class LoraSpec:
+    """LoRA via peft; the embedding and output rows of the new tokens are trained in full."""
+
+    enabled: bool = False
+    r: int = 16  # rank
+    alpha: int = 32  # scale = alpha / r
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: every linear layer ("all-linear")
+
+
+@dataclass
+class OptimSpec:
+    """Optimiser and schedule (paper: AdamW, lr 5e-6, 50 warm-up steps, 5 epochs, batch 2 x 8 GPUs)."""
+
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    lr_scheduler: str = "linear"  # any transformers SchedulerType
+    epochs: float = 5.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw_torch"  # any transformers OptimizerNames
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainRecipe:
+    """Everything one `llmcxr train` run needs."""
+
+    output_dir: Path  # checkpoints, logs and the exported model folder (output_dir/model)
+    data: list[DataSource] = field(default_factory=list)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    vq_folder: Path | None = None  # VQ-GAN copied into the exported folder as vq/ (decodes image tokens)
+    instructions: Path | None = None  # Dolly-15k JSONL; None: the project's built-in instruction set
+    mixture: Mixture = field(default_factory=Mixture)
+    stage: int = 1  # 1: frontal, findings + impression; 2: PA/AP, earliest study per patient, impression
+    max_length: int = 1024  # tokens per sample (and per packed row)
+    packing: bool = True  # several samples per row, attention kept inside each (see training/packing.py)
+    unconditional_fraction: float = 0.1  # report -> CXR samples with the report left out (for CFG)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int = 3
+    eval_samples_per_task: int = 64  # validation samples per task for the per-task eval loss
+    deepspeed: Path | None = None  # DeepSpeed JSON (recipes/distributed/zero3.json)
+    fsdp: str | None = None  # e.g. "full_shard auto_wrap" (use with fsdp_config)
+    fsdp_config: Path | None = None  # recipes/distributed/fsdp.json
+    num_workers: int = 0  # DataLoader workers
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise BadInputError("recipe", f"stage must be 1 or 2, got {self.stage}")
+        for source in self.data:
+            if source.kind not in SOURCE_KINDS:
+                raise BadInputError(
+                    "recipe", f"unknown data kind {source.kind!r}", f"use one of {SOURCE_KINDS}"
+                )
+        if self.model.base is None and self.model.scratch is None:
+            raise BadInputError("recipe", "model needs `base` (an LM folder) or `scratch` (a config)")
+        if not 0.0 <= self.unconditional_fraction < 1.0:
+            raise BadInputError("recipe", "unconditional_fraction must be in [0, 1)")

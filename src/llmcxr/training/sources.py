@@ -1,0 +1,100 @@
+"""Recipe data sources -> CXR records, and the token stores that hold their images' codes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmcxr.errors import BadInputError
+from llmcxr.records import CXRRecord
+from llmcxr.training.config import DataSource
+
+
+def _iu_records(path: Path) -> list[CXRRecord]:
+    """IU X-ray reports -> one record per image of each report (views are not in the XML: the
+    token store decides, as it holds only the images that were encoded)."""
+    from llmcxr.datasets.iu_xray import read_iu_reports
+
+    records = []
+    for report in read_iu_reports(path):
+        for image_id in report.image_ids:
+            records.append(
+                CXRRecord(
+                    image_id=image_id,
+                    study_id=report.uid,
+                    patient_id=report.uid,
+                    findings=report.findings,
+                    impression=report.impression,
+                    source="iu-xray",
+                )
+            )
+    return records
+
+
+def read_source(source: DataSource) -> list[CXRRecord]:
+    """The records of one recipe data source (``limit`` applied)."""
+    path = Path(source.path)
+    if not path.exists():
+        raise BadInputError(path, f"{source.kind} data not found", "check `data[].path` in the recipe")
+    if source.kind == "synthetic":
+        from llmcxr.datasets.synthetic import read_synthetic_world
+
+        records = read_synthetic_world(path)
+    elif source.kind == "mimic":
+        from llmcxr.datasets.mimic import read_mimic
+
+        records = read_mimic(path)
+    elif source.kind == "iu_xray":
+        records = _iu_records(path)
+    else:
+        from llmcxr.datasets.manifest import read_manifest
+
+        records = read_manifest(path)
+    return records[: source.limit] if source.limit is not None else records
+
+
+class TokenStores:
+    """Several token stores looked up as one (``in`` and ``get`` by image id), checked to agree on
+    the VQ config (the same codebook size and grid)."""
+
+    def __init__(self, stores: Sequence) -> None:
+        if not stores:
+            raise BadInputError("recipe", "no token store", "add `token_store` to each data source")
+        self.stores = list(stores)
+        first = self.stores[0].config
+        for store in self.stores[1:]:
+            if (store.config.codebook_size, store.config.num_tokens) != (
+                first.codebook_size,
+                first.num_tokens,
+            ):
+                raise BadInputError(
+                    "recipe", "token stores come from different VQ configs", "encode all with one VQ-GAN"
+                )
+
+    @property
+    def config(self):
+        return self.stores[0].config
+
+    def __contains__(self, image_id: str) -> bool:
+        return any(image_id in s for s in self.stores)
+
+    def get(self, image_id: str) -> np.ndarray:
+        for store in self.stores:
+            if image_id in store:
+                return store.get(image_id)
+        raise KeyError(image_id)
+
+
+def open_token_stores(sources: Sequence[DataSource]) -> TokenStores:
+    from llmcxr.vq import TokenStore
+
+    stores = []
+    for source in sources:
+        if not Path(source.token_store).is_dir():
+            raise BadInputError(
+                source.token_store, "token store not found", "run `llmcxr vq encode` on the images first"
+            )
+        stores.append(TokenStore(source.token_store))
+    return TokenStores(stores)

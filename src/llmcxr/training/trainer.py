@@ -1,0 +1,396 @@
+"""One training loop for full fine-tuning and LoRA, on the Hugging Face Trainer.
+
+The Trainer brings bf16 autocast, gradient checkpointing, checkpoints and resume (optimizer,
+scheduler, RNG and data position), torchrun/accelerate multi-process, DeepSpeed ZeRO-3 and FSDP
+(``recipes/distributed/``; their configs gather full weights at save, so the export is plain
+safetensors, no zero_to_fp32 step). Added here: image tokens in the vocabulary, the task mixture,
+packing, per-task train and eval losses, real-token throughput, the self-describing export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from torch.utils.data import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, IntervalStrategy, Trainer, TrainingArguments
+
+from llmcxr import atomic
+from llmcxr.config import save_config, to_dict
+from llmcxr.datasets.instructions import Instruction, read_instructions
+from llmcxr.errors import BadInputError
+from llmcxr.model.folder import save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
+from llmcxr.model.vocab import ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
+from llmcxr.prompt.dolly import CONTROL_TOKENS, INTRO_BLURB
+from llmcxr.prompt.phrasings import PHRASINGS
+from llmcxr.records import CXRRecord
+from llmcxr.training.config import TASKS, Mixture, TrainRecipe
+from llmcxr.training.packing import PackedRow, RowCollator, pack_examples, single_rows
+from llmcxr.training.sources import open_token_stores, read_source
+from llmcxr.training.tasks import SampleCounts, encode_samples, mix_tasks, select_stage, stage_report
+
+BASE_TOKENIZER_DIR = "base_tokenizer"  # the tokenizer before image tokens, kept for resume and ranks > 0
+EXPORT_DIR = "model"  # output_dir/model: the self-describing folder
+EVAL_SPLITS = ("validate", "val", "valid", "validation")
+
+
+class RowDataset(Dataset):
+    """Packed (or single-example) rows as a map-style dataset."""
+
+    def __init__(self, rows: Sequence[PackedRow]) -> None:
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> PackedRow:
+        return self.rows[index]
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def split_records(records: Sequence[CXRRecord]) -> tuple[list[CXRRecord], list[CXRRecord]]:
+    """(train, eval): the records' own split when they have a validation split (else test), otherwise
+    every 20th record is held out."""
+    for wanted in (EVAL_SPLITS, ("test",)):
+        held = [r for r in records if (r.split or "").lower() in wanted]
+        if held:
+            return [r for r in records if (r.split or "train").lower() == "train"], held
+    return [r for i, r in enumerate(records) if i % 20 != 19], [
+        r for i, r in enumerate(records) if i % 20 == 19
+    ]
+
+
+def split_instructions(items: Sequence[Instruction]) -> tuple[list[Instruction], list[Instruction]]:
+    """Every 10th instruction is held out for the text task's eval loss."""
+    return [x for i, x in enumerate(items) if i % 10 != 9], [x for i, x in enumerate(items) if i % 10 == 9]
+
+
+def corpus_texts(records: Sequence[CXRRecord], instructions: Sequence[Instruction], stage: int) -> list[str]:
+    """Text a from-scratch BPE is trained on: reports, QA, instructions and the prompt template."""
+    texts = [INTRO_BLURB, "Input:\n", "\n\n"]
+    texts += [p for phrasings in PHRASINGS.values() for p in phrasings]
+    texts += [stage_report(r, stage) for r in records]
+    texts += [f"{qa.question} {qa.answer}" for r in records for qa in r.qa]
+    texts += [f"{x.instruction}\n{x.context}\n{x.response}" for x in instructions]
+    return texts
+
+
+def _rows(examples, recipe: TrainRecipe) -> list[PackedRow]:
+    if recipe.packing:
+        return pack_examples(examples, recipe.max_length, TASKS)
+    return single_rows(examples, TASKS)
+
+
+def build_datasets(recipe, records, instructions, tokenizer, image_tokens, stores):
+    """(train dataset, {task: eval dataset}, SampleCounts of the training set)."""
+    train_records, eval_records = split_records(select_stage(records, recipe.stage))
+    train_text, eval_text = split_instructions(instructions)
+    counts = SampleCounts()
+    samples = mix_tasks(
+        train_records, train_text, recipe.mixture, recipe.stage, recipe.seed, recipe.unconditional_fraction
+    )
+    train_examples = encode_samples(samples, tokenizer, image_tokens, stores, recipe.max_length, counts)
+    if not train_examples:
+        raise BadInputError("recipe", "no training samples", "check the data sources and their token stores")
+    evals: dict[str, RowDataset] = {}
+    for task in TASKS:
+        if getattr(recipe.mixture, task) <= 0:
+            continue
+        only = Mixture(**{t: float(t == task) for t in TASKS})
+        task_samples = mix_tasks(
+            eval_records if task != "text" else [], eval_text, only, recipe.stage, recipe.seed + 1
+        )
+        examples = encode_samples(
+            task_samples[: recipe.eval_samples_per_task], tokenizer, image_tokens, stores, recipe.max_length
+        )
+        if examples:
+            evals[task] = RowDataset(_rows(examples, recipe))
+    return RowDataset(_rows(train_examples, recipe)), evals, counts
+
+
+# ---- model ------------------------------------------------------------------------------------
+
+
+def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, tokens_per_image: int):
+    """(model, tokenizer, image_tokens): the LM with control and image tokens in its vocabulary.
+
+    The base (pre-image-token) tokenizer is saved in output_dir once, by the main process, and
+    loaded from there by every other process and on resume: all ranks and restarts agree on ids.
+    """
+    base_dir = Path(recipe.output_dir) / BASE_TOKENIZER_DIR
+    with PartialState().main_process_first():
+        if not base_dir.is_dir():
+            if recipe.model.base is not None:
+                tokenizer = AutoTokenizer.from_pretrained(recipe.model.base)
+            else:
+                tokenizer = train_bpe_tokenizer(corpus, recipe.model.scratch.bpe_vocab_size)
+            tokenizer.save_pretrained(base_dir)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:  # dolly-v2 pads with the end-of-text token
+        tokenizer.pad_token = tokenizer.eos_token
+    old_size = len(tokenizer)
+    image_tokens = add_cxr_tokens(tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS)
+    if recipe.model.base is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
+        )
+        resize_for_tokenizer(model, tokenizer, old_size, seed=recipe.seed)
+    else:
+        model = build_scratch_model(recipe.model.scratch, len(tokenizer))
+        model.config._attn_implementation = recipe.model.attn_implementation
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if recipe.gradient_checkpointing:
+        model.config.use_cache = False
+    return model, tokenizer, image_tokens
+
+
+def _module_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def apply_lora(model, recipe: TrainRecipe):
+    """peft LoRA on the linear layers; input and output embeddings trained in full (modules_to_save)
+    so the new image and control token rows learn. (peft's ``trainable_token_indices`` would train
+    only the new rows, but covers embedding layers only, not an untied output head such as GPT-NeoX's.)"""
+    from peft import LoraConfig, get_peft_model
+
+    spec = recipe.lora
+    keep = [_module_name(model, model.get_input_embeddings())]
+    if model.get_output_embeddings() is not None:
+        keep.append(_module_name(model, model.get_output_embeddings()))
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules or "all-linear",
+        modules_to_save=keep,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+# ---- the trainer ------------------------------------------------------------------------------
+
+
+class CXRTrainer(Trainer):
+    """The HF Trainer plus per-task training loss and real-token throughput in every log line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._task_loss = torch.zeros(len(TASKS), dtype=torch.float64)
+        self._task_tokens = torch.zeros(len(TASKS), dtype=torch.float64)
+        self._real_tokens = 0
+        self._since = time.perf_counter()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task_ids = inputs.pop("task_ids", None)
+        # Without a KV cache only: transformers reads restarting position_ids as packed sequences
+        # (block-diagonal mask) when no cache is passed; GPT-NeoX would otherwise build one.
+        inputs["use_cache"] = False
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training and task_ids is not None and getattr(outputs, "logits", None) is not None:
+            self._count(outputs.logits.detach(), inputs["labels"], task_ids)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _count(self, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
+        """logits (B, L, V), labels and task_ids (B, L): next-token loss summed per task."""
+        self._real_tokens += int((task_ids >= 0).sum())
+        target, task = labels[:, 1:], task_ids[:, 1:]
+        scored = target != -100
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1][scored].float(), target[scored], reduction="none"
+        ).double()
+        tokens_task = task[scored].long()
+        self._task_loss += torch.zeros(len(TASKS), dtype=torch.float64).index_add_(
+            0, tokens_task.cpu(), losses.cpu()
+        )
+        self._task_tokens += torch.bincount(tokens_task.cpu(), minlength=len(TASKS)).double()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log line: add what was counted since the last one
+            stats = torch.cat([self._task_loss, self._task_tokens, torch.tensor([float(self._real_tokens)])])
+            if self.accelerator.num_processes > 1:
+                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
+            loss, tokens, real = stats[: len(TASKS)], stats[len(TASKS) : 2 * len(TASKS)], float(stats[-1])
+            for i, task in enumerate(TASKS):
+                if tokens[i] > 0:
+                    logs[f"loss_{task}"] = round(float(loss[i] / tokens[i]), 4)
+            elapsed = time.perf_counter() - self._since
+            logs["real_tokens_per_second"] = round(real / max(elapsed, 1e-9), 1)
+            self._task_loss.zero_()
+            self._task_tokens.zero_()
+            self._real_tokens = 0
+            self._since = time.perf_counter()
+        super().log(logs, start_time)
+
+
+def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments:
+    o = recipe.optim
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(recipe.output_dir),
+        per_device_train_batch_size=o.per_device_batch_size,
+        per_device_eval_batch_size=o.per_device_batch_size,
+        gradient_accumulation_steps=o.gradient_accumulation_steps,
+        learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay,
+        warmup_steps=o.warmup_steps,
+        lr_scheduler_type=o.lr_scheduler,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        optim=o.optimizer,
+        max_grad_norm=o.max_grad_norm,
+        bf16=recipe.bf16,
+        activation_checkpointing=recipe.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        logging_strategy="steps",
+        logging_steps=recipe.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=recipe.eval_steps,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=recipe.num_workers,
+        use_cpu=not on_gpu,
+        # torchrun on CPU needs gloo; a single process must not name a backend at all.
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_find_unused_parameters=False,
+        deepspeed=str(recipe.deepspeed) if recipe.deepspeed else None,
+        fsdp=recipe.fsdp or "",
+        fsdp_config=str(recipe.fsdp_config) if recipe.fsdp_config else None,
+        seed=recipe.seed,
+        disable_tqdm=True,
+    )
+
+
+def weights_sha256(model) -> str:
+    """Hash of every parameter and buffer (name, dtype, bytes): equal hashes = identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_tokens: ImageTokenMap) -> Path:
+    """Write output_dir/model: merged LoRA or full weights as plain safetensors + the llmcxr files."""
+    out = Path(recipe.output_dir) / EXPORT_DIR
+    state = trainer.accelerator
+    model = state.unwrap_model(trainer.model)
+    train_config = to_dict(recipe)
+    if recipe.lora.enabled:
+        if state.is_main_process:  # LoRA models fit one process: merge there (not under ZeRO-3 sharding)
+            merged = model.merge_and_unload()
+            save_llmcxr_folder(merged, tokenizer, image_tokens, out, recipe.vq_folder, train_config)
+    else:
+        # Every rank takes part in save_model (ZeRO-3/FSDP gather shards); rank 0 writes the files.
+        stage = out.with_name(f".{out.name}.staging")
+        if state.is_main_process and stage.exists():
+            shutil.rmtree(stage)
+        state.wait_for_everyone()
+        trainer.save_model(str(stage))
+        if state.is_main_process:
+            (stage / "training_args.bin").unlink(
+                missing_ok=True
+            )  # a pickle: not shipped (it is in checkpoints)
+            tokenizer.save_pretrained(stage)
+            write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
+            old = out.with_name(f".{out.name}.old")
+            if out.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+            os.replace(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+    state.wait_for_everyone()
+    return out
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
+
+
+def train(recipe: TrainRecipe, resume: bool = False) -> Path:
+    """Run a recipe end to end; returns the exported model folder. ``resume`` continues from the
+    last checkpoint in output_dir (after a kill), with the same data order and optimizer state."""
+    output_dir = Path(recipe.output_dir)
+    checkpoint = _last_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None:
+        print(f"no checkpoint in {output_dir}: starting from the beginning")
+    if not resume and output_dir.exists() and _last_checkpoint(output_dir) is not None:
+        raise BadInputError(
+            output_dir, "has checkpoints of an earlier run", "pass --resume, or a new output_dir"
+        )
+    args = training_arguments(recipe, has_eval=True)  # sets up the (distributed) process state first
+    state = PartialState()
+    if state.is_main_process:
+        save_config(recipe, output_dir / "recipe.json")
+
+    records = [r for source in recipe.data for r in read_source(source)]
+    instructions = read_instructions(recipe.instructions) if recipe.mixture.text > 0 else []
+    stores = open_token_stores(recipe.data)
+    corpus = corpus_texts(select_stage(records, recipe.stage), instructions, recipe.stage)
+    model, tokenizer, image_tokens = prepare_model(
+        recipe, corpus, stores.config.codebook_size, stores.config.num_tokens
+    )
+    train_set, eval_sets, counts = build_datasets(
+        recipe, records, instructions, tokenizer, image_tokens, stores
+    )
+    if recipe.lora.enabled:
+        model = apply_lora(model, recipe)
+    if not eval_sets:
+        args.eval_strategy = IntervalStrategy.NO
+
+    trainer = CXRTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_sets or None,
+        data_collator=RowCollator(tokenizer.pad_token_id, packed=recipe.packing),
+        processing_class=tokenizer,
+    )
+    if state.is_main_process:
+        print(
+            json.dumps(
+                {
+                    "train_rows": len(train_set),
+                    "eval_rows": {t: len(d) for t, d in eval_sets.items()},
+                    "samples": counts.as_dict(),
+                }
+            )
+        )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if eval_sets:
+        trainer.evaluate()
+    # Before export (a LoRA merge changes the weights on the main process only).
+    digest = weights_sha256(trainer.accelerator.unwrap_model(trainer.model))
+    atomic.write_text(output_dir / f"weights_sha256.rank{state.process_index}.txt", digest + "\n")
+    out = export_model(trainer, recipe, tokenizer, image_tokens)
+    if state.is_main_process:
+        atomic.write_json(
+            output_dir / "train_log.json",
+            {
+                "log_history": trainer.state.log_history,
+                "samples": counts.as_dict(),
+                "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+            },
+        )
+    return out

@@ -1,0 +1,124 @@
+"""Image tokens in the vocabulary, embedding resize, the self-describing folder, LoRA save/load/merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _tiny_lm import CODEBOOK, TINY_SCRATCH, TOKENS_PER_IMAGE, tiny_model, tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+from llmcxr.errors import BadInputError
+from llmcxr.model import (
+    ImageTokenMap,
+    add_cxr_tokens,
+    load_llmcxr_folder,
+    resize_for_tokenizer,
+    save_llmcxr_folder,
+)
+from llmcxr.prompt import CONTROL_TOKENS
+from llmcxr.training.config import LoraSpec, ModelSpec, TrainRecipe
+from llmcxr.training.trainer import apply_lora
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_codes_to_ids_round_trip(tok):
+    tokenizer, image_tokens, _ = tok
+    codes = np.random.default_rng(0).integers(0, CODEBOOK, (2, 3, 3))
+    ids = image_tokens.codes_to_ids(codes)
+    assert ids.shape == codes.shape and np.array_equal(image_tokens.ids_to_codes(ids), codes)
+    torch_codes = torch.from_numpy(codes)
+    assert torch.equal(image_tokens.ids_to_codes(image_tokens.codes_to_ids(torch_codes)), torch_codes)
+    # every id is the tokenizer's id of that code's token string, and the block is contiguous
+    assert tokenizer.convert_tokens_to_ids(image_tokens.tokens()) == list(
+        range(image_tokens.first_id, image_tokens.first_id + CODEBOOK)
+    )
+    assert tokenizer.convert_ids_to_tokens(int(ids[0, 1, 2])) == image_tokens.token(int(codes[0, 1, 2]))
+    with pytest.raises(BadInputError):
+        image_tokens.codes_to_ids(np.array([CODEBOOK]))
+    with pytest.raises(BadInputError):
+        image_tokens.ids_to_codes(np.array([image_tokens.first_id - 1]))
+
+
+def test_adding_tokens_is_idempotent(tok):
+    tokenizer, image_tokens, _ = tok
+    size = len(tokenizer)
+    again = add_cxr_tokens(tokenizer, CODEBOOK, TOKENS_PER_IMAGE, CONTROL_TOKENS)
+    assert again == image_tokens and len(tokenizer) == size
+
+
+def test_resize_pads_to_64_and_initialises_new_rows_near_the_mean(tok):
+    tokenizer, image_tokens, old = tok
+    model = tiny_model(old)  # a "pretrained" model that predates the new tokens
+    before = model.get_input_embeddings().weight.detach().clone()
+    resize_for_tokenizer(model, tokenizer, old)
+    weight = model.get_input_embeddings().weight.detach()
+    assert weight.shape[0] % 64 == 0 and weight.shape[0] >= len(tokenizer)
+    assert torch.equal(weight[:old], before[:old])  # old rows untouched
+    new = weight[old : len(tokenizer)]
+    mean, std = before[:old].mean(0), before[:old].std(0)
+    assert torch.all((new - mean).abs() <= 0.6 * std + 1e-6)  # mean + noise of std/10 (6 sigma bound)
+    assert new.std(0).mean() > 0  # the image tokens are not all identical
+    out = model.get_output_embeddings().weight.detach()[old : len(tokenizer)]
+    assert torch.isfinite(out).all()
+
+
+def test_folder_round_trip_and_plain_transformers_load(tok, tmp_path):
+    tokenizer, image_tokens, _ = tok
+    model = tiny_model(len(tokenizer))
+    vq = tmp_path / "vq-src"
+    vq.mkdir()
+    (vq / "vq_config.json").write_text("{}")
+    out = save_llmcxr_folder(model, tokenizer, image_tokens, tmp_path / "m", vq, {"stage": 1})
+    plain = AutoModelForCausalLM.from_pretrained(out)  # the LM alone, no llmcxr needed
+    loaded = load_llmcxr_folder(out)
+    assert loaded.image_tokens == image_tokens and loaded.train_config == {"stage": 1}
+    assert (loaded.vq_folder / "vq_config.json").is_file()
+    ids = torch.tensor([[1, 2, image_tokens.first_id, image_tokens.last_id]])
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, model.eval()(ids).logits, atol=1e-6)
+        assert torch.allclose(loaded.model(ids).logits, plain(ids).logits, atol=1e-6)
+
+
+def test_folder_without_image_tokens_is_a_clear_error(tok, tmp_path):
+    tokenizer, image_tokens, _ = tok
+    model = tiny_model(len(tokenizer))
+    model.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    with pytest.raises(BadInputError, match="image_tokens.json"):
+        load_llmcxr_folder(tmp_path / "plain")
+    with pytest.raises(BadInputError):
+        ImageTokenMap.load(tmp_path / "plain")
+
+
+def test_lora_save_load_merge(tok, tmp_path):
+    from peft import PeftModel
+
+    tokenizer, image_tokens, _ = tok
+    lora = LoraSpec(enabled=True, r=4, alpha=8, dropout=0.0)
+    recipe = TrainRecipe(output_dir=tmp_path, model=ModelSpec(scratch=TINY_SCRATCH), lora=lora)
+    peft_model = apply_lora(tiny_model(len(tokenizer)), recipe)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("lora_B" in n for n in trainable)
+    for kept in peft_model.peft_config["default"].modules_to_save:  # input and output embeddings in full
+        assert any(f"{kept}.modules_to_save" in n for n in trainable)
+    assert len(peft_model.peft_config["default"].modules_to_save) == 2
+    with torch.no_grad():  # make the adapter and the new token rows do something
+        for name, p in peft_model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    peft_model.eval()
+    ids = torch.tensor([[5, 9, image_tokens.first_id + 3, image_tokens.last_id]])
+    with torch.no_grad():
+        tuned = peft_model(ids).logits
+    peft_model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(tiny_model(len(tokenizer)), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, tuned, atol=1e-5)
+        merged = reloaded.merge_and_unload()
+        assert torch.allclose(merged(ids).logits, tuned, atol=1e-4)
+        assert not torch.allclose(tiny_model(len(tokenizer)).eval()(ids).logits, tuned, atol=1e-3)

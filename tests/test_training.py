@@ -1,0 +1,276 @@
+"""Packing, stage selection (MIMIC-CXR layout), the task mixture, recipes, resume and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
+
+from llmcxr.config import load_config
+from llmcxr.datasets.instructions import Instruction, read_instructions
+from llmcxr.datasets.manifest import read_manifest
+from llmcxr.datasets.mimic import read_mimic
+from llmcxr.prompt import IGNORE_INDEX
+from llmcxr.records import QA, CXRRecord
+from llmcxr.training import (
+    DataSource,
+    Mixture,
+    ModelSpec,
+    OptimSpec,
+    RowCollator,
+    SampleCounts,
+    TrainRecipe,
+    encode_samples,
+    mix_tasks,
+    pack_examples,
+    select_stage,
+    single_rows,
+    train_recipe,
+)
+from llmcxr.training.config import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _records(n: int) -> list[CXRRecord]:
+    return [
+        CXRRecord(
+            image_id=f"i{k}",
+            findings="The heart is normal in size. " * (1 + k % 3),
+            impression="No acute process.",
+            view="PA",
+            qa=[QA("Is there an effusion?", "no", "presence")] if k % 2 else [],
+        )
+        for k in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def examples(tok):
+    tokenizer, image_tokens, _ = tok
+    store = DictStore({f"i{k}": np.full(TOKENS_PER_IMAGE, k % 16) for k in range(12)})
+    texts = [Instruction("Name a lobe.", "The right upper lobe.")]
+    samples = mix_tasks(_records(12), texts, Mixture(0.3, 0.3, 0.2, 0.2), 1, seed=0)
+    return encode_samples(samples, tokenizer, image_tokens, store, max_length=256)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_give_the_same_logits_as_single_examples(tok, examples, attention):
+    tokenizer, _, _ = tok
+    model = tiny_model(len(tokenizer)).eval()
+    model.config._attn_implementation = attention
+    rows = pack_examples(examples[:6], max_length=512, tasks=TASKS)
+    assert len(rows) < 6  # several examples share a row
+    batch = RowCollator(tokenizer.pad_token_id, packed=True)(rows)
+    with torch.no_grad():
+        # use_cache=False as in training: with a KV cache transformers takes position_ids as a
+        # continuation, not as packed sequences (masking_utils._preprocess_mask_arguments).
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        for row, row_logits in zip(rows, packed, strict=True):
+            starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.position_ids)]
+            for a, b in zip(starts, starts[1:], strict=False):
+                alone = model(input_ids=torch.tensor([row.input_ids[a:b]])).logits[0]
+                assert torch.allclose(row_logits[a:b], alone, atol=1e-4)
+
+
+def test_packing_boundaries(tok, examples):
+    rows = pack_examples(examples, max_length=400, tasks=TASKS)
+    assert sum(len(r.input_ids) for r in rows) == sum(len(e.input_ids) for e in examples)
+    assert all(len(r.input_ids) <= 400 for r in rows)
+    for row in rows:
+        starts = [i for i, p in enumerate(row.position_ids) if p == 0]
+        assert starts[0] == 0
+        for s in starts:  # each example starts on an unscored prompt token: nothing learns across a seam
+            assert row.labels[s] == IGNORE_INDEX
+            assert row.task_ids[s] == row.task_ids[min(s + 1, len(row.task_ids) - 1)]
+    with pytest.raises(ValueError):
+        pack_examples(examples, max_length=10, tasks=TASKS)
+
+
+def test_collators_pad_and_mask(tok, examples):
+    tokenizer, _, _ = tok
+    rows = single_rows(examples[:3], TASKS)
+    padded = RowCollator(tokenizer.pad_token_id, packed=False)(rows)
+    length = padded["input_ids"].shape[1]
+    assert length % 8 == 0 and "position_ids" not in padded
+    for k, row in enumerate(rows):
+        n = len(row.input_ids)
+        assert padded["attention_mask"][k, :n].all() and not padded["attention_mask"][k, n:].any()
+        assert (padded["labels"][k, n:] == IGNORE_INDEX).all() and (padded["task_ids"][k, n:] == -1).all()
+    packed = RowCollator(tokenizer.pad_token_id, packed=True)(rows)
+    assert "attention_mask" not in packed and packed["position_ids"].shape == packed["input_ids"].shape
+
+
+def test_mixture_unconditional_fraction_and_determinism():
+    records = _records(400)
+    texts = [Instruction(f"q{k}", "a") for k in range(30)]
+    samples = mix_tasks(records, texts, Mixture(0.4, 0.4, 0.0, 0.2), 1, seed=3, unconditional_fraction=0.25)
+    tasks = [s.task for s in samples]
+    assert tasks.count("text") == 100  # 400 image samples : text = 0.8 : 0.2
+    assert abs(tasks.count("report_generation") - 200) < 40
+    generation = [s for s in samples if s.task == "image_generation"]
+    empty = sum(s.parts.input == "" for s in generation)
+    assert 0.15 < empty / len(generation) < 0.35
+    assert all(s.shorten_field is None for s in generation if s.parts.input == "")
+    again = mix_tasks(records, texts, Mixture(0.4, 0.4, 0.0, 0.2), 1, seed=3, unconditional_fraction=0.25)
+    assert [s.parts for s in again] == [s.parts for s in samples]
+    vqa = mix_tasks(records, [], Mixture(0, 0, 1, 0), 1, seed=0)
+    assert len(vqa) == 200 and all(s.task == "vqa" for s in vqa)  # only records that have QA
+
+
+def test_missing_tokens_and_long_samples_are_counted(tok):
+    tokenizer, image_tokens, _ = tok
+    samples = mix_tasks(_records(6), [], Mixture(1, 0, 0, 0), 1, seed=0)
+    store = DictStore({"i0": np.zeros(TOKENS_PER_IMAGE, int)})
+    counts = SampleCounts()
+    kept = encode_samples(samples, tokenizer, image_tokens, store, max_length=512, counts=counts)
+    assert len(kept) == 1 and counts.dropped_no_tokens["report_generation"] == 5
+
+
+# ---- MIMIC-CXR-JPG layout and stage selection -----------------------------------------------
+
+
+def _gz_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_bytes(gzip.compress(text.getvalue().encode()))
+
+
+def write_mimic_fixture(root: Path) -> None:
+    """Two patients: p10000001 with two studies (the later has no impression), p11000002 with one
+    study of an AP and a LATERAL image; a third study's report file is missing."""
+    studies = {
+        ("10000001", "50000001"): "FINDINGS: Heart is enlarged.\n\nIMPRESSION: Cardiomegaly.",
+        ("10000001", "50000002"): "FINDINGS: Lungs are clear.",
+        ("11000002", "50000003"): "FINDINGS: Small effusion.\n\nIMPRESSION: Left effusion.",
+    }
+    for (subject, study), text in studies.items():
+        folder = root / "files" / f"p{subject[:2]}" / f"p{subject}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"s{study}.txt").write_text(text)
+    split = [
+        ["d1", "50000001", "10000001", "train"],
+        ["d2", "50000002", "10000001", "train"],
+        ["d3", "50000003", "11000002", "validate"],
+        ["d4", "50000003", "11000002", "validate"],
+        ["d5", "50000009", "12000003", "train"],
+    ]
+    _gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", ["dicom_id", "study_id", "subject_id", "split"], split)
+    meta = [
+        ["d1", "PA", "21800101", "101010.123"],
+        ["d2", "PA", "21800505", "090000"],
+        ["d3", "AP", "21900101", "80000"],
+        ["d4", "LATERAL", "21900101", "80000"],
+        ["d5", "PA", "21700101", "000000"],
+    ]
+    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", ["dicom_id", "ViewPosition", "StudyDate", "StudyTime"], meta)
+
+
+def test_mimic_layout_and_stage_selection(tmp_path):
+    write_mimic_fixture(tmp_path)
+    records = read_mimic(tmp_path)
+    by_id = {r.image_id: r for r in records}
+    assert sorted(by_id) == ["d1", "d2", "d3", "d4"]  # d5 has no report file
+    assert by_id["d1"].impression == "Cardiomegaly." and "enlarged" in by_id["d1"].findings
+    assert by_id["d3"].view == "AP" and by_id["d3"].split == "validate"
+    assert by_id["d1"].image_path.endswith("files/p10/p10000001/s50000001/d1.jpg")
+    assert by_id["d3"].study_date == "21900101T080000"
+    stage1 = {r.image_id for r in select_stage(records, 1)}
+    assert stage1 == {"d1", "d2", "d3"}  # frontal with a report; the lateral is out
+    stage2 = {r.image_id for r in select_stage(records, 2)}
+    assert stage2 == {"d1", "d3"}  # earliest study per patient, PA/AP, with an impression
+
+
+def test_manifest_reader(tmp_path):
+    manifest, _ = write_world(tmp_path, n=4)
+    records = read_manifest(manifest)
+    assert [r.image_id for r in records] == ["img0", "img1", "img2", "img3"]
+    assert records[0].qa[0].question == "Is there cardiomegaly?" and records[0].split == "validate"
+    report_only = tmp_path / "r.csv"
+    report_only.write_text("image,report\na.png,FINDINGS: Clear lungs. IMPRESSION: Normal.\n")
+    (record,) = read_manifest(report_only)
+    assert record.impression == "Normal." and "Clear lungs" in record.findings
+
+
+def test_builtin_instructions():
+    items = read_instructions()
+    assert len(items) >= 50 and all(i.instruction and i.response for i in items)
+
+
+def test_every_recipe_loads():
+    recipes = sorted((ROOT / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for path in recipes:
+        recipe = load_config(TrainRecipe, path)
+        assert recipe.output_dir and recipe.data
+        if recipe.deepspeed:
+            assert (ROOT / recipe.deepspeed).is_file()
+
+
+# ---- end to end: the CLI, resume ------------------------------------------------------------
+
+
+def _tiny_recipe(tmp_path: Path, max_steps: int) -> TrainRecipe:
+    manifest, store = write_world(tmp_path / "world", n=16)
+    return TrainRecipe(
+        output_dir=tmp_path / "run",
+        data=[DataSource("manifest", manifest, store)],
+        model=ModelSpec(scratch=TINY_SCRATCH),
+        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
+        max_length=384,
+        bf16=False,  # exact comparisons below
+        optim=OptimSpec(learning_rate=1e-3, warmup_steps=0, max_steps=max_steps, per_device_batch_size=2),
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=2,
+        eval_samples_per_task=4,
+    )
+
+
+def test_cli_trains_two_steps_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from llmcxr.cli import app
+    from llmcxr.config import save_config
+    from llmcxr.model import load_llmcxr_folder
+
+    recipe = _tiny_recipe(tmp_path, max_steps=2)
+    save_config(recipe, tmp_path / "recipe.yaml")
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "recipe.yaml")])
+    assert result.exit_code == 0, result.output
+    folder = load_llmcxr_folder(tmp_path / "run" / "model")
+    assert folder.image_tokens.tokens_per_image == 64 and folder.image_tokens.codebook_size == 512
+    assert not (tmp_path / "run" / "model" / "training_args.bin").exists()  # no pickles shipped
+    import json
+
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    losses = [e for e in log["log_history"] if "loss" in e]
+    assert len(losses) == 2 and any(k.startswith("loss_") for k in losses[0])
+    assert any(k.startswith("eval_") and k.endswith("_loss") for e in log["log_history"] for k in e)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    straight = _tiny_recipe(tmp_path / "a", max_steps=4)
+    train_recipe(straight)
+    interrupted = _tiny_recipe(tmp_path / "b", max_steps=2)
+    train_recipe(interrupted)  # stands in for a run killed after its step-2 checkpoint
+    import dataclasses
+
+    resumed = dataclasses.replace(interrupted, optim=dataclasses.replace(interrupted.optim, max_steps=4))
+    train_recipe(resumed, resume=True)
+    hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
+    hash_b = (tmp_path / "b" / "run" / "weights_sha256.rank0.txt").read_text()
+    assert hash_a == hash_b
