@@ -151,7 +151,7 @@ def main() -> None:
             if name == "tiny":
                 started = time.perf_counter()
                 summary = encode_images(
-                    None,  # type: ignore[arg-type]
+                    None,  # the model is given below
                     source,
                     Path(tmp) / f"store-{name}",
                     batch_size=batch_size,

@@ -21,7 +21,12 @@ REPORTS = [
     "Support devices in place. Mild pulmonary edema. Stable cardiomediastinal silhouette.",
 ]
 TINY_SCRATCH = ScratchConfig(
-    bpe_vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512
+    bpe_vocab_size=400,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=512,
 )
 
 
@@ -55,7 +60,9 @@ def write_world(root: Path, n: int = 24, seed: int = 0) -> tuple[Path, Path]:
     rows = []
     with TokenStoreWriter(root / "tokens", cfg) as writer:
         for i in range(n):
-            writer.add(f"img{i}", np.random.default_rng(seed + i).integers(0, cfg.codebook_size, cfg.num_tokens))
+            writer.add(
+                f"img{i}", np.random.default_rng(seed + i).integers(0, cfg.codebook_size, cfg.num_tokens)
+            )
             rows.append(
                 {
                     "image": f"img{i}.png",

@@ -8,11 +8,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
 from llmcxr.errors import BadInputError
 from llmcxr.imaging import (
@@ -91,6 +93,11 @@ def test_jpeg_and_pil_input(tmp_path: Path) -> None:
     path = _save(tmp_path, "a.jpg", Image.fromarray(gray), quality=95)
     assert np.abs(load_image(path) - gray / 255.0).max() < 0.05
     np.testing.assert_allclose(load_image(Image.fromarray(gray)), gray / 255.0, atol=1e-6)
+    # A lazily opened PIL image of a truncated file: our error, not PIL's.
+    whole = _save(tmp_path, "whole.png", Image.fromarray(_gradient(256, 256)))
+    (tmp_path / "cut.png").write_bytes(whole.read_bytes()[:-400])
+    with Image.open(tmp_path / "cut.png") as lazy, pytest.raises(BadInputError, match="cut.png: unreadable"):
+        load_image(lazy)
 
 
 def test_numpy_inputs() -> None:
@@ -167,6 +174,19 @@ def test_dicom_rescale_and_window(tmp_path: Path) -> None:
     assert loaded.min() == 0.0 and loaded.max() == 1.0
 
 
+def test_dicom_voi_lut_table(tmp_path: Path) -> None:
+    """A VOI LUT Sequence (a table, here a square-root curve) is applied in preference to a window."""
+    table = Dataset()
+    table.LUTDescriptor = [4096, 0, 12]  # entries, first stored value mapped, bits per output
+    curve = np.round(np.sqrt(np.arange(4096) / 4095) * 4095).astype(np.uint16)
+    table.LUTData = curve.tobytes()
+    stored = _stored_pattern()
+    path = _write_dicom(
+        tmp_path / "lut.dcm", stored, VOILUTSequence=[table], WindowCenter=100, WindowWidth=10
+    )
+    np.testing.assert_allclose(load_image(path, limits=SMALL), curve[stored] / 4095.0, atol=1e-6)
+
+
 def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
     stored = _stored_pattern()
     mono2 = load_image(_write_dicom(tmp_path / "m2.dcm", stored), limits=SMALL)
@@ -180,6 +200,22 @@ def test_dicom_without_suffix_is_detected_by_magic(tmp_path: Path) -> None:
     path = _write_dicom(tmp_path / "cxr.dcm", _stored_pattern())
     renamed = path.rename(tmp_path / "no_suffix")
     assert load_image(renamed, limits=SMALL).shape == (72, 64)
+
+
+def test_dicom_compressed_pixel_data(tmp_path: Path) -> None:
+    """RLE Lossless decodes (pydicom's own decoder); undecodable JPEG 2000 data is a clear error."""
+    stored = _stored_pattern()
+    dataset = pydicom.dcmread(_write_dicom(tmp_path / "plain.dcm", stored))
+    dataset.compress(RLELossless)
+    dataset.save_as(tmp_path / "rle.dcm")
+    np.testing.assert_allclose(load_image(tmp_path / "rle.dcm", limits=SMALL), stored / 4095.0, atol=1e-6)
+    dataset = pydicom.dcmread(tmp_path / "plain.dcm")
+    dataset.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    dataset.PixelData = encapsulate([b"not a JPEG 2000 codestream" * 4])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(tmp_path / "j2k.dcm")
+    with pytest.raises(BadInputError, match="j2k.dcm: cannot decode the DICOM pixel data"):
+        load_image(tmp_path / "j2k.dcm", limits=SMALL)
 
 
 def test_dicom_lateral_refused_when_frontal_only(tmp_path: Path) -> None:
@@ -323,7 +359,8 @@ def test_list_folder_ids(tmp_path: Path) -> None:
 
 
 def test_list_manifests(tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("image,view\nimages/a.png,PA\nimages/b.png,LL\n/abs/c.png,\n")
+    # Starts with the byte-order mark spreadsheets write.
+    (tmp_path / "m.csv").write_text("\ufeffimage,view\nimages/a.png,PA\nimages/b.png,LL\n/abs/c.png,\n")
     assert list_images(tmp_path / "m.csv") == [
         ("a", tmp_path / "images/a.png"),
         ("b", tmp_path / "images/b.png"),

@@ -170,6 +170,18 @@ def test_train_classifier_then_eval_images(world, tmp_path) -> None:
     assert scores["distribution"]["fid"] == pytest.approx(0.0, abs=1e-3)
     assert scores["distribution"]["feature_network"]["weights_sha256"] == summary["weights_sha256"]
     assert scores["finding_agreement"]["n_images"] == 16
+    assert len(scores["finding_agreement"]["per_class"]) == 14
+
+    result = runner.invoke(
+        app, [*args, "--labels", str(world / "manifest.jsonl"), "--classes", "drawn", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    drawn = {
+        name
+        for line in (world / "manifest.jsonl").read_text().splitlines()
+        for name in json.loads(line)["extra"]["drawn"]
+    }
+    assert set(json.loads(out.read_text())["finding_agreement"]["per_class"]) == drawn
 
 
 def test_report_baselines_on_the_world(world, tmp_path) -> None:
@@ -183,3 +195,24 @@ def test_report_baselines_on_the_world(world, tmp_path) -> None:
     for name in ("most_common_report", "nearest_neighbour_pixels"):
         assert 0.0 <= scores[name]["clinical"]["micro_f1_14"] <= 1.0
         assert scores[name]["language"]["n_reports"] == 2
+
+
+def test_chexbert_labeler_needs_local_weights(tmp_path) -> None:
+    write_jsonl(tmp_path / "r.jsonl", [{"id": "a", "report": "x"}])
+    args = [
+        "eval",
+        "reports",
+        "--pred",
+        str(tmp_path / "r.jsonl"),
+        "--ref",
+        str(tmp_path / "r.jsonl"),
+        "--no-meteor",
+    ]
+    result = runner.invoke(app, [*args, "--chexbert", str(tmp_path / "chexbert.safetensors")])
+    assert result.exit_code == 2 and "--bert-folder" in result.output
+    result = runner.invoke(
+        app, [*args, "--chexbert", str(tmp_path / "chexbert.safetensors"), "--bert-folder", str(tmp_path)]
+    )
+    assert isinstance(result.exception, BadInputError) and "CheXbert weights not found" in str(
+        result.exception
+    )

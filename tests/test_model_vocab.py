@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _tiny_lm import CODEBOOK, TINY_SCRATCH, TOKENS_PER_IMAGE, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
+from _tiny_lm import CODEBOOK, TINY_SCRATCH, TOKENS_PER_IMAGE, tiny_model, tiny_tokenizer
 from llmcxr.errors import BadInputError
 from llmcxr.model import (
     ImageTokenMap,
@@ -108,7 +108,7 @@ def test_lora_save_load_merge(tok, tmp_path):
         assert any(f"{kept}.modules_to_save" in n for n in trainable)
     assert len(peft_model.peft_config["default"].modules_to_save) == 2
     with torch.no_grad():  # make the adapter and the new token rows do something
-        for name, p in peft_model.named_parameters():
+        for p in peft_model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     peft_model.eval()

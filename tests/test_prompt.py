@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _tiny_lm import TOKENS_PER_IMAGE, tiny_tokenizer
 
+from _tiny_lm import TOKENS_PER_IMAGE, tiny_tokenizer
 from llmcxr.errors import BadInputError
 from llmcxr.prompt import (
     CONTROL_TOKENS,
@@ -82,7 +82,9 @@ def test_ids_decode_to_the_dolly_string_and_back(tok):
 def test_loss_only_on_the_response(tok):
     tokenizer, image_tokens, _ = tok
     codes = np.arange(TOKENS_PER_IMAGE)
-    example = encode_parts(PromptParts("Draw it.", "Large heart.", IMAGE_PLACEHOLDER), tokenizer, image_tokens, codes, "response")
+    example = encode_parts(
+        PromptParts("Draw it.", "Large heart.", IMAGE_PLACEHOLDER), tokenizer, image_tokens, codes, "response"
+    )
     response_id = tokenizer.convert_tokens_to_ids(RESPONSE_KEY_NL)
     start = example.input_ids.index(response_id) + 1
     assert all(label == IGNORE_INDEX for label in example.labels[:start])
@@ -109,13 +111,18 @@ def test_long_report_is_shortened_never_the_image(tok):
     parts = PromptParts(REPORT_GENERATION[0], IMAGE_PLACEHOLDER, report)
     full = encode_parts(parts, tokenizer, image_tokens, codes, "input")
     limit = len(full.input_ids) - 30
-    cut = encode_parts(parts, tokenizer, image_tokens, codes, "input", max_length=limit, shorten_field="response")
+    cut = encode_parts(
+        parts, tokenizer, image_tokens, codes, "input", max_length=limit, shorten_field="response"
+    )
     assert cut.shortened and len(cut.input_ids) == limit
     assert image_tokens.is_image_id(np.array(cut.input_ids)).sum() == TOKENS_PER_IMAGE
     assert cut.input_ids[-1] == tokenizer.convert_tokens_to_ids(END_KEY)  # still learns to stop
     # Nothing to shorten, or the report would shrink below the minimum: dropped, never cut mid-image.
     assert encode_parts(parts, tokenizer, image_tokens, codes, "input", max_length=limit) is None
-    assert encode_parts(parts, tokenizer, image_tokens, codes, "input", max_length=40, shorten_field="response") is None
+    assert (
+        encode_parts(parts, tokenizer, image_tokens, codes, "input", max_length=40, shorten_field="response")
+        is None
+    )
 
 
 def test_image_block_has_exactly_the_image_length(tok):

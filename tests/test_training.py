@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
 
+from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
 from llmcxr.config import load_config
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.datasets.manifest import read_manifest
@@ -76,7 +76,9 @@ def test_packed_rows_give_the_same_logits_as_single_examples(tok, examples, atte
     with torch.no_grad():
         # use_cache=False as in training: with a KV cache transformers takes position_ids as a
         # continuation, not as packed sequences (masking_utils._preprocess_mask_arguments).
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
         for row, row_logits in zip(rows, packed, strict=True):
             starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.position_ids)]
             for a, b in zip(starts, starts[1:], strict=False):
@@ -176,7 +178,9 @@ def write_mimic_fixture(root: Path) -> None:
         ["d4", "LATERAL", "21900101", "80000"],
         ["d5", "PA", "21700101", "000000"],
     ]
-    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", ["dicom_id", "ViewPosition", "StudyDate", "StudyTime"], meta)
+    _gz_csv(
+        root / "mimic-cxr-2.0.0-metadata.csv.gz", ["dicom_id", "ViewPosition", "StudyDate", "StudyTime"], meta
+    )
 
 
 def test_mimic_layout_and_stage_selection(tmp_path):

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from llmcxr.cli import data as data_cli
 from llmcxr.cli import eval as eval_cli
+from llmcxr.cli import generate as generate_cli
 from llmcxr.cli import vq as vq_cli
 from llmcxr.cli.train import train as train_command
 from llmcxr.errors import BadInputError
@@ -23,6 +24,10 @@ app.add_typer(vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, 
 app.command("train")(train_command)
 app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
 app.add_typer(eval_cli.app, name="eval", help="Evaluation: clinical efficacy, language scores, FID/KID, VQA.")
+app.command("report")(generate_cli.report)
+app.command("image")(generate_cli.image)
+app.command("ask")(generate_cli.ask)
+app.command("chat")(generate_cli.chat)
 
 
 def main() -> None:

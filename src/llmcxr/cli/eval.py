@@ -97,7 +97,8 @@ def images(
         help="JSONL/CSV of the source reports by image id (labels or report text): finding agreement.",
     ),
     classes: str | None = typer.Option(
-        None, help="Comma-separated findings to score agreement on (default: all 14)."
+        None,
+        help="Comma-separated findings to score agreement on (default: all 14), or 'drawn' (a world's drawn ones).",
     ),
     uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
@@ -158,14 +159,20 @@ def baselines(
         world, split, classifier, convention=_convention(uncertain), meteor=meteor
     )
     table = Table(title=f"CXR -> report baselines, {result['n']} {split} images")
-    columns = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "cider")
+    columns = {
+        "micro_f1_14": "miF1-14",
+        "macro_f1_14": "maF1-14",
+        "micro_f1_5": "miF1-5",
+        "macro_f1_5": "maF1-5",
+    }
+    columns |= {"bleu_4": "BLEU-4", "rouge_l": "ROUGE-L", "cider": "CIDEr"}
     table.add_column("baseline")
-    for column in columns:
-        table.add_column(column, justify="right")
+    for header in columns.values():
+        table.add_column(header, justify="right")
     for name, scores in result.items():
-        if isinstance(scores, dict):
+        if isinstance(scores, dict) and "clinical" in scores:
             values = {**scores["clinical"], **scores["language"]}
-            table.add_row(name, *(f"{values[c]:.4f}" for c in columns))
+            table.add_row(name, *(f"{values[c]:.3f}" for c in columns))
     console.print(table)
     _write(result, out)
 

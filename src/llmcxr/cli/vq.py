@@ -131,3 +131,59 @@ def evaluate(
     Console().print(table)
     if json_out is not None:
         atomic.write_json(json_out, scores)
+
+
+# --- train / convert (VQ engineer) ---------------------------------------------------------------
+
+
+@app.command("train")
+def train(
+    config: Path = typer.Option(..., "--config", help="A VQTrainConfig YAML/JSON, e.g. recipes/vq/tiny.yaml."),
+    resume: bool = typer.Option(
+        True, "--resume/--restart", help="Continue from the output folder's checkpoint (default) or start over."
+    ),
+    output_dir: Path | None = typer.Option(None, help="Override the recipe's output_dir."),
+    steps: int = typer.Option(0, help="Override the recipe's steps (0 = keep)."),
+    time_budget_s: float = typer.Option(-1.0, help="Override the wall-clock budget in seconds (-1 = keep)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train the VQ-GAN tokenizer; a killed run resumes from its last checkpoint."""
+    import dataclasses
+
+    from rich import print as rprint
+
+    from llmcxr.config import load_config
+    from llmcxr.vq.config import VQTrainConfig
+    from llmcxr.vq.train import train_vqgan
+
+    cfg = load_config(VQTrainConfig, config)
+    overrides: dict = {}
+    if output_dir is not None:
+        overrides["output_dir"] = output_dir
+    if steps > 0:
+        overrides["steps"] = steps
+    if time_budget_s >= 0:
+        overrides["time_budget_s"] = time_budget_s
+    cfg = dataclasses.replace(cfg, **overrides)
+    final = train_vqgan(cfg, resume=resume, progress=progress)
+    held = final["heldout"]
+    rprint(
+        f"step {final['step']}: held-out PSNR {held['psnr']:.2f} dB, SSIM {held['ssim']:.3f}, "
+        f"codebook usage {held['usage']:.1%}, perplexity {held['perplexity']:.0f}; model in {cfg.output_dir}/final"
+    )
+
+
+@app.command("convert")
+def convert(
+    checkpoint: Path = typer.Argument(..., help="The official LLM-CXR VQ-GAN checkpoint (taming .ckpt)."),
+    config: Path = typer.Argument(..., help="Its taming YAML (model.params.ddconfig, n_embed, embed_dim)."),
+    out: Path = typer.Argument(..., help="Folder to write (vq_config.json + vqgan.safetensors)."),
+    lpips: bool = typer.Option(True, help="Also extract its LPIPS weights to OUT/lpips.safetensors if present."),
+) -> None:
+    """Convert a taming-transformers VQ-GAN checkpoint into an llmcxr one (RGB folded to grayscale)."""
+    from rich import print as rprint
+
+    from llmcxr.vq.convert import convert_taming_checkpoint
+
+    report = convert_taming_checkpoint(checkpoint, config, out, extract_lpips=lpips)
+    rprint(report)

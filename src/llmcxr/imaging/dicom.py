@@ -58,7 +58,8 @@ def _voi_to_unit(values: np.ndarray, ds: Dataset) -> np.ndarray:
     if ds.get("VOILUTSequence"):
         # A VOI LUT table: outputs are unsigned integers of LUTDescriptor[2] bits (PS3.3 C.11.2.1.1).
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return apply_voi(values, ds) / float(2**bits - 1)
+        # The table is indexed by the (integer) modality values; pydicom warns on floats.
+        return apply_voi(np.rint(values).astype(np.int64), ds) / float(2**bits - 1)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         windowed = apply_windowing(values.astype(np.float64), ds)
         # pydicom maps the window onto an output range that depends on BitsStored, the rescale and the
@@ -94,7 +95,7 @@ def read_dicom(path: Path, limits: ImageLimits, frontal_only: bool = False) -> n
     except Exception as err:  # pydicom raises many types for missing codecs / broken pixel data
         raise BadInputError(
             path,
-            f"cannot decode the DICOM pixel data ({type(err).__name__}: {err})",
+            f"cannot decode the DICOM pixel data ({type(err).__name__}: {' '.join(str(err).split())})",
             "for compressed transfer syntaxes install a decoder, e.g. pip install pylibjpeg pylibjpeg-libjpeg",
         ) from None
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)

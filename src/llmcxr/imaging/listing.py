@@ -57,7 +57,7 @@ def _walk_folder(folder: Path) -> list[ImageEntry]:
 def _manifest_rows(manifest: Path) -> list[dict[str, object]]:
     try:
         if manifest.suffix.lower() == ".csv":
-            with open(manifest, newline="", encoding="utf-8") as f:
+            with open(manifest, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
                 return list(csv.DictReader(f))
         lines = manifest.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]

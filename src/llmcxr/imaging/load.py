@@ -143,8 +143,16 @@ def load_image(
         check_size("<array>", pixels.shape[1], pixels.shape[0], limits)
         return pixels
     if isinstance(source, Image.Image):
-        check_size("<PIL image>", source.width, source.height, limits)
-        return _from_pil(source, "<PIL image>")
+        name = getattr(source, "filename", "") or "<PIL image>"
+        check_size(name, source.width, source.height, limits)
+        try:  # an Image.open() result may still be lazily decoding from a broken file
+            return _from_pil(source, name)
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            if isinstance(err, BadInputError):
+                raise
+            raise BadInputError(
+                name, f"unreadable or truncated image ({type(err).__name__}: {err})"
+            ) from None
     path = Path(source)
     if not path.is_file():
         raise BadInputError(path, "file not found" if not path.exists() else "not a file")

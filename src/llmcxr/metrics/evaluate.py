@@ -13,14 +13,20 @@ from pathlib import Path
 import torch
 
 from llmcxr.errors import BadInputError
-from llmcxr.metrics.clinical import LabelConvention, label_reports, score_report_labels
+from llmcxr.metrics.clinical import LabelConvention, label_reports, labeler_name, score_report_labels
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
     FindingClassifierConfig,
     load_finding_classifier,
     train_finding_classifier,
 )
-from llmcxr.metrics.images import FindingClassifierFeatures, extract_features, fid_kid, finding_agreement
+from llmcxr.metrics.images import (
+    FindingClassifierFeatures,
+    extract_features,
+    fid_kid,
+    finding_agreement,
+    network_identity,
+)
 from llmcxr.metrics.language import language_scores
 from llmcxr.metrics.prediction_files import (
     id_column,
@@ -91,6 +97,16 @@ def _labels_for(ids: list[str], labels_path: str | Path, labeler: Labeler) -> li
     return [value or {} for value in labels]
 
 
+def drawn_findings(labels_path: str | Path) -> list[str]:
+    """The findings a synthetic world's renderer drew (union of ``extra["drawn"]`` over its manifest rows)."""
+    drawn = {name for row in read_rows(labels_path) for name in (row.get("extra") or {}).get("drawn", [])}
+    if not drawn:
+        raise BadInputError(
+            labels_path, "no extra.drawn findings in these rows", "pass a synthetic world's manifest.jsonl"
+        )
+    return sorted(drawn)
+
+
 def evaluate_image_folders(
     generated: str | Path,
     reference: str | Path,
@@ -100,7 +116,11 @@ def evaluate_image_folders(
     labeler: Labeler | None = None,
     convention: LabelConvention = LabelConvention(),
 ) -> dict[str, object]:
-    """FID/KID (generated vs reference, in the classifier's features) and, given labels, finding agreement."""
+    """FID/KID (generated vs reference, in the classifier's features) and, given labels, finding agreement.
+
+    ``score_classes``: the findings agreement is scored on (default all the classifier's); ``["drawn"]``
+    means those a synthetic world's renderer drew (``labels_path`` is then its manifest.jsonl).
+    """
     classifier = load_finding_classifier(classifier_dir)
     size = classifier.config.image_size
     started = time.perf_counter()
@@ -113,6 +133,8 @@ def evaluate_image_folders(
         "distribution": fid_kid(generated_images, reference_images, FindingClassifierFeatures(classifier)),
     }
     if labels_path is not None:
+        if score_classes == ["drawn"]:
+            score_classes = [c for c in drawn_findings(labels_path) if c in classifier.config.classes]
         labels = _labels_for(generated_ids, labels_path, labeler or RuleLabeler())
         probabilities = classifier.predict(generated_images).numpy()
         result["finding_agreement"] = finding_agreement(
@@ -213,9 +235,12 @@ def evaluate_report_baselines(
         )
     result: dict[str, object] = {
         "task": "cxr_to_report",
+        "world": str(world),
         "split": split,
         "n": len(test),
         "n_train": len(train),
+        "labeler": labeler_name(labeler),
+        "feature_network": network_identity(FindingClassifierFeatures(classifier)) if classifier else None,
     }
     for name, reports in predictions.items():
         result[name] = _score_reports(reports, references, labeler, convention, meteor)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,21 @@ def load_record_images(records: Sequence[CXRRecord], size: int) -> torch.Tensor:
     )
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block on ``count`` torch threads, then restore the previous count.
+
+    Small CPU workloads here run far faster on one thread than on two on the shared 2-core machine
+    (see ``ClassifierTrainConfig.threads``); KID's 100 small kernel matrices likewise.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate the batch by one random (dy, dx) in [-max_shift, max_shift], padding with edge pixels."""
     if max_shift <= 0:
@@ -228,12 +244,8 @@ def fit_finding_classifier(
     log: Callable[[str], None] | None = None,
 ) -> FindingClassifier:
     """Train on images (N, 1, S, S) in [-1, 1] with multi-label targets (N, C) by BCE; returns eval mode."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, train.threads))
-    try:
+    with torch_threads(train.threads):
         return _fit(images, targets, config, train, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit(

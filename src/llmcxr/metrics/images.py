@@ -28,7 +28,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from llmcxr.errors import BadInputError
 from llmcxr.metrics.clinical import LabelConvention, auroc_per_class, binarize_labels, precision_recall_f1
-from llmcxr.metrics.finding_classifier import FindingClassifier
+from llmcxr.metrics.finding_classifier import FindingClassifier, torch_threads
 
 
 class FindingClassifierFeatures(nn.Module):
@@ -141,7 +141,7 @@ def fid_kid_from_features(
         kid = KernelInceptionDistance(feature=_GivenFeatures(dim), subsets=kid_subsets, subset_size=subset)
     kid.update(reference.double(), real=True)
     kid.update(generated.double(), real=False)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), torch_threads(1):
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
     return {

@@ -91,7 +91,8 @@ def bicubic_baseline(images: torch.Tensor, grid_size: int, value_range: ValueRan
 
     It keeps grid_size**2 numbers per image, as many as the tokenizer's tokens (though each a float,
     not one of K codes). Downsampling is antialiased (PIL-like); the result is clamped to
-    ``value_range``. At 256 px from 16x16 this scores about 26 dB on CXRs (issue 2).
+    ``value_range``. Measured on ../shared/data/cxr-real (673 images, per-image means): 256 px via
+    16x16 27.0 dB / SSIM 0.751; 128 px via 16x16 27.4 dB / 0.726; 64 px via 8x8 23.8 dB / 0.629.
     """
     small = torch.nn.functional.interpolate(
         images.float(), size=(grid_size, grid_size), mode="bicubic", antialias=True

@@ -394,29 +394,40 @@ def scapula_path(anatomy: Anatomy, side: Side) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-def vessel_tree(
-    anatomy: Anatomy, side: Side, rng: np.random.Generator, depth: int = 4
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A branching pulmonary vascular tree from the hilum, one (starts (N, 2), ends (N, 2)) per generation.
+def vessel_tree(anatomy: Anatomy, side: Side, rng: np.random.Generator, depth: int = 4) -> list[np.ndarray]:
+    """A branching pulmonary vascular tree from the hilum: one (N, 3, 2) array of gently bent
+    segments (start, bend, end) per generation.
 
-    Every generation doubles the branches and shortens them, so vessels taper and markings fade
-    toward the periphery, as on real films. Built a generation at a time to stay vectorised.
+    Trunks leave from along the hilum and fan from the apex to the base; each vessel then forks into
+    a main branch that runs on nearly straight and a side branch at a wider angle, both shorter, so
+    vessels taper and markings fade toward the periphery, as on real films. Built a generation at a
+    time to stay vectorised.
     """
     sign = side_sign(side)
     i = 0 if side == Side.RIGHT else 1
-    hilum = np.array([anatomy.midline + sign * (anatomy.mediastinum + 0.045), anatomy.hilum_y[i]])
     # main trunks fan from up to down (angles from the outward horizontal, y pointing down).
     angles = np.array([-1.3, -0.8, -0.3, 0.2, 0.7, 1.1, 1.45]) + rng.uniform(-0.15, 0.15, 7)
     lengths = 0.1 * rng.uniform(0.7, 1.2, 7)
-    starts = np.repeat(hilum[None, :], 7, axis=0) + rng.normal(0.0, 0.01, (7, 2))
+    along = np.linspace(-0.04, 0.05, 7)  # upper trunks leave from the top of the hilum
+    starts = np.stack(
+        [np.full(7, anatomy.midline + sign * (anatomy.mediastinum + 0.04)), anatomy.hilum_y[i] + along],
+        axis=1,
+    )
+    starts += rng.normal(0.0, 0.006, (7, 2))
     generations = []
     for _ in range(depth):
-        ends = starts + np.stack([sign * np.cos(angles), np.sin(angles)], axis=1) * lengths[:, None]
-        generations.append((starts, ends))
+        direction = np.stack([sign * np.cos(angles), np.sin(angles)], axis=1)
+        ends = starts + direction * lengths[:, None]
+        normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
+        bends = (starts + ends) / 2 + normal * (rng.normal(0.0, 0.1, len(angles)) * lengths)[:, None]
+        generations.append(np.stack([starts, bends, ends], axis=1))
         n = len(angles)
-        turn = rng.uniform(0.2, 0.55, 2 * n) * np.tile([-1.0, 1.0], n)
-        angles = np.repeat(angles, 2) + turn
-        lengths = np.repeat(lengths, 2) * rng.uniform(0.62, 0.8, 2 * n)
+        # per fork: a main branch (small turn, long) and a side branch (wide turn, short).
+        turn = np.stack([rng.uniform(0.05, 0.25, n), rng.uniform(0.35, 0.75, n)], axis=1)
+        turn *= np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None] * np.array([1.0, -1.0])
+        scale = np.stack([rng.uniform(0.7, 0.85, n), rng.uniform(0.5, 0.7, n)], axis=1)
+        angles = (angles[:, None] + turn).ravel()
+        lengths = (lengths[:, None] * scale).ravel()
         starts = np.repeat(ends, 2, axis=0)
     return generations
 
@@ -501,11 +512,11 @@ def draw_vessels(scene: Scene, rng: np.random.Generator) -> None:
     canvas, anatomy = scene.canvas, scene.anatomy
     image, draw = canvas.float_layer()
     for side in SIDES:
-        for generation, (starts, ends) in enumerate(vessel_tree(anatomy, side, rng)):
+        for generation, segments in enumerate(vessel_tree(anatomy, side, rng)):
             width = canvas.width(0.014 * (0.72**generation))
             fill = 0.12 * 0.74**generation
-            segments = canvas.pose.to_pixels(np.stack([starts, ends], axis=1), canvas.size)
-            for segment in segments.reshape(len(starts), 4).tolist():
+            pixels = canvas.pose.to_pixels(segments, canvas.size)
+            for segment in pixels.reshape(len(segments), 6).tolist():
                 draw.line(segment, fill=fill, width=width)
     aerated = scene.aerated[Side.RIGHT] + scene.aerated[Side.LEFT]
     # interstitium and small vessels below the resolution of the tree: a faint mottled texture.

@@ -101,6 +101,7 @@ class TrainRecipe:
     fsdp: str | None = None  # e.g. "full_shard auto_wrap" (use with fsdp_config)
     fsdp_config: Path | None = None  # recipes/distributed/fsdp.json
     num_workers: int = 0  # DataLoader workers
+    max_train_minutes: float | None = None  # stop (checkpoint, eval, export) after this wall time
     seed: int = 42
 
     def __post_init__(self) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, IntervalStrategy, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    IntervalStrategy,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from llmcxr import atomic
 from llmcxr.config import save_config, to_dict
@@ -237,6 +244,20 @@ class CXRTrainer(Trainer):
         super().log(logs, start_time)
 
 
+class TimeBudget(TrainerCallback):
+    """Stop training after ``minutes`` of wall time; the Trainer then saves and the run exports as usual."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start > self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
 def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments:
     o = recipe.optim
     on_gpu = torch.cuda.is_available()
@@ -366,6 +387,7 @@ def train(recipe: TrainRecipe, resume: bool = False) -> Path:
         eval_dataset=eval_sets or None,
         data_collator=RowCollator(tokenizer.pad_token_id, packed=recipe.packing),
         processing_class=tokenizer,
+        callbacks=[TimeBudget(recipe.max_train_minutes)] if recipe.max_train_minutes else None,
     )
     if state.is_main_process:
         print(

@@ -9,6 +9,12 @@ split does not depend on what is already done), writes its own shards ``tokens-r
 own ``failures.rank<RANK>.jsonl``, and merges ``index.json`` from all shards when it finishes (the
 last rank to finish writes the complete index; a reader rebuilds an index that misses shards). No
 process group is needed. Re-running with another world size resumes from whatever is done.
+'cuda' means cuda:LOCAL_RANK under a launcher:
+
+    torchrun --nproc-per-node 8 --no-python llmcxr vq encode VQ_FOLDER IMAGES STORE --device cuda
+    accelerate launch --num_processes 8 --no_python llmcxr vq encode VQ_FOLDER IMAGES STORE --device cuda
+
+(torchrun checked on CPU with two processes; accelerate's multi-GPU launch sets the same variables.)
 """
 
 from __future__ import annotations
@@ -112,6 +118,20 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_device(device: str) -> torch.device:
+    """'cuda' under torchrun/accelerate means this process's GPU, cuda:LOCAL_RANK; else as given."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device == "cuda" and local_rank is not None:
+        return torch.device(f"cuda:{int(local_rank)}")
+    return torch.device(device)
+
+
+def _load_model(vq_folder: str | Path | None, device: torch.device) -> VQGAN:
+    if vq_folder is None:
+        raise BadInputError(None, "no VQ-GAN given", "pass a VQ-GAN folder (or a loaded model)")
+    return load_vqgan(vq_folder, device=device)
+
+
 def precision_context(device: torch.device, precision: str) -> Any:
     """bf16 autocast ('bf16': ~5x faster matmuls on this CPU, codes may differ from fp32 at near-ties)."""
     if precision == "bf16":
@@ -164,7 +184,7 @@ class EncodeSummary:
 
 
 def encode_images(
-    vq_folder: str | Path,
+    vq_folder: str | Path | None,
     images: str | Path,
     out_folder: str | Path,
     batch_size: int = 32,
@@ -191,8 +211,8 @@ def encode_images(
     env_rank, env_world = distributed_rank()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    torch_device = torch.device(device)
-    model = model if model is not None else load_vqgan(vq_folder, device=torch_device)
+    torch_device = rank_device(device)
+    model = model if model is not None else _load_model(vq_folder, torch_device)
     cfg = model.cfg
 
     entries = scan_images(images)[rank::world_size]
@@ -251,7 +271,7 @@ def _check_same_tokenizer(model: VQGAN, store: TokenStore) -> None:
 
 
 def decode_tokens(
-    vq_folder: str | Path,
+    vq_folder: str | Path | None,
     token_store: str | Path | TokenStore,
     out_dir: str | Path,
     image_ids: list[str] | None = None,
@@ -265,7 +285,7 @@ def decode_tokens(
     ``image_ids`` defaults to every image in the store; an id with '/' makes subfolders.
     """
     torch_device = torch.device(device)
-    model = model if model is not None else load_vqgan(vq_folder, device=torch_device)
+    model = model if model is not None else _load_model(vq_folder, torch_device)
     store = token_store if isinstance(token_store, TokenStore) else TokenStore(token_store)
     _check_same_tokenizer(model, store)
     ids = store.ids() if image_ids is None else list(image_ids)
@@ -291,7 +311,7 @@ def decode_tokens(
 
 
 def evaluate_reconstruction(
-    vq_folder: str | Path,
+    vq_folder: str | Path | None,
     images: str | Path,
     batch_size: int = 16,
     num_workers: int = 0,
@@ -312,7 +332,7 @@ def evaluate_reconstruction(
     downsampling to the token grid and back (as many numbers per image as there are tokens).
     """
     torch_device = torch.device(device)
-    model = model if model is not None else load_vqgan(vq_folder, device=torch_device)
+    model = model if model is not None else _load_model(vq_folder, torch_device)
     cfg = model.cfg
     entries = scan_images(images)[:max_images]
     scores, plain = ReconstructionScores(), ReconstructionScores()

@@ -1,0 +1,262 @@
+"""Instruction tuning on CPU: the tiny recipe end to end, packing throughput, 2-process DDP.
+
+    python benchmarks/train_tiny.py            # -> benchmarks/results/train_tiny.json
+
+1. builds the synthetic world (`llmcxr data synth`, 64 px) and encodes it with the tiny VQ-GAN
+   (checkpoints/vq-tiny; a random-weight VQConfig.tiny() model where that is not there yet, said so
+   in the JSON) into a token store;
+2. trains recipes/tiny-cpu.yaml (`llmcxr train`, at most 15 min of training) and records the
+   per-task train and eval loss curves;
+3. measures real (non-padding) tokens/s with packing and with padding (same recipe, a few steps);
+4. runs 2 processes with torchrun (gloo) for a few steps and compares the weight hashes of both ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from llmcxr import atomic  # noqa: E402
+from llmcxr.config import load_config, save_config  # noqa: E402
+from llmcxr.training.config import TASKS, TrainRecipe  # noqa: E402
+
+LLMCXR = [str(Path(sys.executable).with_name("llmcxr"))]  # the console script of this venv
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` (output to ``log``); returns wall seconds; raises on failure."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(
+            cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}; see {log}")
+    return time.perf_counter() - start
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_world(work: Path, n: int) -> float:
+    world = work / "world"
+    if (world / "world.json").is_file() and json.loads((world / "world.json").read_text()).get("complete"):
+        return 0.0
+    return run(
+        [*LLMCXR, "data", "synth", "--out", str(world), "--n", str(n), "--size", "64", "--seed", "0"],
+        work / "synth.log",
+    )
+
+
+def image_tokenizer(work: Path) -> tuple[Path, str]:
+    trained = ROOT / "checkpoints" / "vq-tiny"
+    if (trained / "vqgan.safetensors").is_file():
+        return trained, "checkpoints/vq-tiny (trained)"
+    import torch
+
+    from llmcxr.vq import VQGAN, VQConfig, save_vqgan
+
+    folder = work / "vq-random"
+    if not (folder / "vqgan.safetensors").is_file():
+        torch.manual_seed(0)
+        save_vqgan(VQGAN(VQConfig.tiny()).eval(), folder)
+    return folder, "random-weight VQConfig.tiny() (checkpoints/vq-tiny not there yet)"
+
+
+def encode(work: Path, vq: Path) -> float:
+    tokens, marker = work / "tokens", work / "tokens.vq_sha256"
+    digest = sha256(vq / "vqgan.safetensors")
+    if tokens.is_dir() and marker.is_file() and marker.read_text().strip() == digest:
+        return 0.0
+    shutil.rmtree(tokens, ignore_errors=True)
+    seconds = run(
+        [
+            *LLMCXR,
+            "vq",
+            "encode",
+            str(vq),
+            str(work / "world" / "manifest.jsonl"),
+            str(tokens),
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ],
+        work / "encode.log",
+    )
+    marker.write_text(digest + "\n")
+    return seconds
+
+
+def write_recipe(recipe: TrainRecipe, path: Path) -> Path:
+    save_config(recipe, path)
+    return path
+
+
+def curves(log_history: list[dict]) -> dict:
+    """Per-task [step, loss] lists for training and eval, and whether each fell (last < first)."""
+    out: dict = {"train": {}, "eval": {}}
+    for entry in log_history:
+        for task in TASKS:
+            if f"loss_{task}" in entry:
+                out["train"].setdefault(task, []).append([entry["step"], entry[f"loss_{task}"]])
+            if f"eval_{task}_loss" in entry:
+                out["eval"].setdefault(task, []).append([entry["step"], round(entry[f"eval_{task}_loss"], 4)])
+    out["train_total"] = [[e["step"], e["loss"]] for e in log_history if "loss" in e]
+    summary = {}
+    for kind in ("train", "eval"):
+        for task, points in out[kind].items():
+            # train losses are per log window (noisy): compare the mean of the first and last 3 windows
+            k = 3 if kind == "train" else 1
+            first = sum(p[1] for p in points[:k]) / len(points[:k])
+            last = sum(p[1] for p in points[-k:]) / len(points[-k:])
+            summary[f"{kind}/{task}"] = {
+                "first": round(first, 4),
+                "last": round(last, 4),
+                "fell": last < first,
+            }
+    out["summary"] = summary
+    return out
+
+
+def throughput(work: Path, recipe: TrainRecipe, steps: int) -> dict:
+    """Real tokens/s, packed vs padded, from the trainer's own `real_tokens_per_second` log."""
+    result = {}
+    for packing in (True, False):
+        name = "packed" if packing else "padded"
+        out = work / f"tput-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        variant = dataclasses.replace(
+            recipe,
+            output_dir=out,
+            packing=packing,
+            logging_steps=1,
+            eval_steps=10**6,
+            save_steps=10**6,
+            max_train_minutes=None,
+            optim=dataclasses.replace(recipe.optim, max_steps=steps),
+        )
+        run(
+            [*LLMCXR, "train", "--config", str(write_recipe(variant, work / f"tput-{name}.yaml"))],
+            work / f"tput-{name}.log",
+        )
+        history = json.loads((out / "train_log.json").read_text())["log_history"]
+        rates = [e["real_tokens_per_second"] for e in history if "real_tokens_per_second" in e][
+            1:
+        ]  # skip step 1
+        result[f"{name}_real_tokens_per_second"] = round(sum(rates) / len(rates), 1)
+    result["packed_over_padded"] = round(
+        result["packed_real_tokens_per_second"] / result["padded_real_tokens_per_second"], 2
+    )
+    return result
+
+
+def ddp(work: Path, recipe: TrainRecipe, steps: int) -> dict:
+    out = work / "ddp"
+    shutil.rmtree(out, ignore_errors=True)
+    config = write_recipe(recipe, work / "ddp.yaml")
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    seconds = run(
+        [
+            torchrun,
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "llmcxr.cli.train_entry",
+            "--config",
+            str(config),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            str(steps),
+        ],
+        work / "ddp.log",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    hashes = [(out / f"weights_sha256.rank{r}.txt").read_text().strip() for r in (0, 1)]
+    history = json.loads((out / "train_log.json").read_text())["log_history"]
+    return {
+        "processes": 2,
+        "backend": "gloo",
+        "steps": max(e.get("step", 0) for e in history),
+        "wall_s": round(seconds, 1),
+        "weights_sha256": hashes,
+        "identical": hashes[0] == hashes[1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "tiny-cpu")
+    parser.add_argument("--images", type=int, default=1500, help="synthetic world size")
+    parser.add_argument("--tput-steps", type=int, default=8)
+    parser.add_argument("--ddp-steps", type=int, default=4)
+    parser.add_argument("--skip-train", action="store_true", help="reuse the last training run's log")
+    parser.add_argument("--train-steps", type=int, default=None, help="override max_steps (smoke runs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_tiny.json")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}}
+    result["world"] = {
+        "images": args.images,
+        "size": 64,
+        "synth_s": round(build_world(args.work, args.images), 1),
+    }
+    vq, vq_note = image_tokenizer(args.work)
+    result["vq"] = {
+        "folder": str(vq.relative_to(ROOT) if vq.is_relative_to(ROOT) else vq),
+        "note": vq_note,
+        "encode_s": round(encode(args.work, vq), 1),
+    }
+
+    recipe = load_config(TrainRecipe, ROOT / "recipes" / "tiny-cpu.yaml")
+    recipe = dataclasses.replace(
+        recipe,
+        vq_folder=vq,
+        output_dir=args.work / "run",
+        data=[
+            dataclasses.replace(recipe.data[0], path=args.work / "world", token_store=args.work / "tokens")
+        ],
+    )
+    if args.train_steps is not None:
+        recipe = dataclasses.replace(
+            recipe, optim=dataclasses.replace(recipe.optim, max_steps=args.train_steps)
+        )
+    if not args.skip_train:
+        shutil.rmtree(args.work / "run", ignore_errors=True)
+        seconds = run(
+            [*LLMCXR, "train", "--config", str(write_recipe(recipe, args.work / "tiny.yaml"))],
+            args.work / "train.log",
+        )
+        result["train_wall_s"] = round(seconds, 1)
+    log = json.loads((args.work / "run" / "train_log.json").read_text())
+    final = [e for e in log["log_history"] if "train_runtime" in e][-1]
+    result["train"] = {
+        "recipe": "recipes/tiny-cpu.yaml",
+        "num_parameters": log["num_parameters"],
+        "train_runtime_s": final["train_runtime"],
+        "steps": final.get("step"),
+        "samples": log["samples"],
+        **curves(log["log_history"]),
+    }
+    result["throughput"] = throughput(args.work, recipe, args.tput_steps)
+    result["ddp"] = ddp(args.work, recipe, args.ddp_steps)
+    atomic.write_json(args.out, result)
+    print(json.dumps({k: result[k] for k in ("vq", "throughput", "ddp")}, indent=1))
+    print(json.dumps(result["train"]["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

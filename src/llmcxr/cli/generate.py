@@ -1,0 +1,189 @@
+"""`llmcxr report | image | ask | chat`: generation from a trained model folder (``llmcxr.generation``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llmcxr.errors import BadInputError
+
+console = Console()
+
+MODEL = typer.Option(..., "--model", "-m", help="Model folder written by `llmcxr train`.")
+JSON = typer.Option(False, "--json", help="Print one JSON object per result instead of text.")
+DEVICE = typer.Option(None, help="torch device (default: cuda if present, else cpu).")
+DTYPE = typer.Option("auto", help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16.")
+GREEDY = typer.Option(False, "--greedy", help="Greedy decoding instead of top-p sampling.")
+SEED = typer.Option(0, help="Sampling seed of the first result (result i uses seed + i).")
+TOP_P = typer.Option(0.92, help="Nucleus sampling mass (LLM-CXR: 0.92).")
+TEMPERATURE = typer.Option(1.0, help="Sampling temperature.")
+MAX_NEW_TOKENS = typer.Option(256, help="Longest text reply in tokens.")
+BATCH_SIZE = typer.Option(16, help="Inputs per forward pass.")
+
+
+def _load(model: Path, device: str | None, dtype: str):  # -> llmcxr.generation.LLMCXR
+    import torch
+
+    from llmcxr.generation import LLMCXR
+
+    dtypes = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"--dtype must be one of {list(dtypes)}")
+    with console.status(f"loading {model}"):
+        return LLMCXR.from_pretrained(model, device=device, dtype=dtypes[dtype])
+
+
+def _sampling(greedy: bool, seed: int, top_p: float, temperature: float, max_new_tokens: int):
+    from llmcxr.generation import SamplingConfig
+
+    return SamplingConfig(
+        do_sample=not greedy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+    )
+
+
+def _check_images(images: list[Path]) -> None:
+    """Fail on a missing file before the model loads (the loader checks the contents later)."""
+    for image in images:
+        if not image.is_file():
+            raise BadInputError(image, "file not found", "give the path of a PNG, JPEG or DICOM file")
+
+
+@contextmanager
+def _progress(total: int, label: str, show: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar over ``total`` inputs (only for more than one input and without --json)."""
+    if not show or total <= 1:
+        yield None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+def _print_text(results, sources: list[str], as_json: bool) -> None:
+    for source, result in zip(sources, results, strict=True):
+        if as_json:
+            row = {"source": source, "text": result.text, "stopped": result.stopped}
+            row["seconds"] = round(result.timings.total_s / result.timings.batch_size, 4)
+            typer.echo(json.dumps(row))
+        elif len(sources) > 1:
+            console.print(f"[bold]{source}[/]", highlight=False)
+            console.print(result.text, highlight=False, markup=False)
+        else:
+            console.print(result.text, highlight=False, markup=False)
+
+
+def report(
+    images: list[Path] = typer.Argument(..., help="Chest X-ray files (PNG, JPEG, DICOM, .npy)."),
+    model: Path = MODEL,
+    instruction: str | None = typer.Option(None, help="Instruction text (default: the first training phrasing)."),
+    as_json: bool = JSON,
+    device: str | None = DEVICE,
+    dtype: str = DTYPE,
+    greedy: bool = GREEDY,
+    seed: int = SEED,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Write a radiology report for each chest X-ray."""
+    _check_images(images)
+    llm = _load(model, device, dtype)
+    sampling = _sampling(greedy, seed, top_p, temperature, max_new_tokens)
+    with _progress(len(images), "reports", not as_json) as progress:
+        results = llm.report(list(images), instruction, sampling, batch_size, progress)
+    _print_text(results, [str(p) for p in images], as_json)
+
+
+def ask(
+    image: Path = typer.Argument(..., help="Chest X-ray file."),
+    question: str = typer.Argument(..., help="Question about the image."),
+    model: Path = MODEL,
+    as_json: bool = JSON,
+    device: str | None = DEVICE,
+    dtype: str = DTYPE,
+    greedy: bool = GREEDY,
+    seed: int = SEED,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> None:
+    """Answer a question about a chest X-ray (VQA)."""
+    _check_images([image])
+    llm = _load(model, device, dtype)
+    result = llm.answer(image, question, _sampling(greedy, seed, top_p, temperature, max_new_tokens))
+    _print_text([result], [str(image)], as_json)
+
+
+def chat(
+    instruction: str = typer.Argument(..., help="Instruction or question."),
+    input: str | None = typer.Option(None, "--input", help="Optional context (Dolly `Input:`)."),
+    model: Path = MODEL,
+    as_json: bool = JSON,
+    device: str | None = DEVICE,
+    dtype: str = DTYPE,
+    greedy: bool = GREEDY,
+    seed: int = SEED,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> None:
+    """Follow a text instruction (the model never answers with image tokens here)."""
+    llm = _load(model, device, dtype)
+    result = llm.chat(instruction, input, _sampling(greedy, seed, top_p, temperature, max_new_tokens))
+    _print_text([result], ["chat"], as_json)
+
+
+def _output_paths(out: Path, n: int) -> list[Path]:
+    """``out`` for one image; ``stem-0.png .. stem-{n-1}.png`` beside it for several."""
+    from PIL import Image
+
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise BadInputError(out, f"unknown image file extension {out.suffix!r}", "use .png or .jpg")
+    return [out] if n == 1 else [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(n)]
+
+
+def image(
+    report_text: str = typer.Argument(..., metavar="REPORT", help="Radiology report to draw."),
+    model: Path = MODEL,
+    out: Path = typer.Option(..., "--out", "-o", help="Output image (.png); several: stem-0.png, stem-1.png..."),
+    n: int = typer.Option(1, "--n", help="Images to draw for the report."),
+    guidance_scale: float = typer.Option(1.0, help="Classifier-free guidance scale (1 = none)."),
+    as_json: bool = JSON,
+    device: str | None = DEVICE,
+    dtype: str = DTYPE,
+    greedy: bool = GREEDY,
+    seed: int = SEED,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Draw chest X-rays for a report: always exactly one VQ-GAN grid of image tokens each."""
+    from PIL import Image
+
+    from llmcxr import atomic
+
+    paths = _output_paths(out, n)
+    llm = _load(model, device, dtype)
+    sampling = _sampling(greedy, seed, top_p, temperature, 256)
+    with _progress(n, "images", not as_json) as progress:
+        results = llm.generate_image(
+            [report_text], guidance_scale, n, seed, sampling, batch_size=batch_size, progress=progress
+        )
+    fmt = Image.registered_extensions()[out.suffix.lower()]
+    for path, result in zip(paths, results, strict=True):
+        with atomic.atomic_path(path) as tmp:
+            result.image.save(tmp, format=fmt)
+        if as_json:
+            row = {"path": str(path), "seed": result.seed, "guidance_scale": guidance_scale}
+            row["image_tokens"] = result.image_tokens.tolist()
+            typer.echo(json.dumps(row))
+        else:
+            console.print(f"wrote {path} (seed {result.seed})", highlight=False)

@@ -1,0 +1,25 @@
+"""Generation: constrained decoding (always-valid image blocks, text without image tokens),
+classifier-free guidance for report -> CXR, and the ``LLMCXR`` API."""
+
+from llmcxr.generation.api import LLMCXR, ImageResult, TextResult, Timings, default_dtype
+from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
+from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode, left_pad
+from llmcxr.generation.guidance import Guidance, guide, unconditional_parts
+
+__all__ = [
+    "LLMCXR",
+    "DecodeOutput",
+    "Guidance",
+    "ImageResult",
+    "ImageTokenConstraint",
+    "SamplingConfig",
+    "SpecialIds",
+    "TextOnlyConstraint",
+    "TextResult",
+    "Timings",
+    "decode",
+    "default_dtype",
+    "guide",
+    "left_pad",
+    "unconditional_parts",
+]
