@@ -14,7 +14,7 @@ Writes benchmarks/results/vq_tokenizer.json. Stages:
 
 Run from the repository root (un-niced: it is the long job):
 
-    python benchmarks/vq_tokenizer.py                       # all stages, ~1 h on 2 cores
+    python benchmarks/vq_tokenizer.py                       # all stages, ~1 h on a shared 2-core CPU
     python benchmarks/vq_tokenizer.py --stages tiny         # one stage; other stages' results are kept
 
 Rebuild the shipped tiny checkpoint deterministically (same steps, no wall budget; the recipe fixes
@@ -43,9 +43,15 @@ import torch
 from llmcxr import atomic
 from llmcxr.config import load_config
 from llmcxr.metrics.reconstruction import bicubic_baseline, reconstruction_scores
-from llmcxr.vq import VQConfig, VQGAN, VQTrainConfig, load_vqgan, save_vqgan
+from llmcxr.vq import VQGAN, VQConfig, VQTrainConfig, load_vqgan, save_vqgan
 from llmcxr.vq.discriminator import PatchDiscriminator
-from llmcxr.vq.train import generator_step, hinge_discriminator_loss, load_images, split_by_patient, train_vqgan
+from llmcxr.vq.train import (
+    generator_step,
+    hinge_discriminator_loss,
+    load_images,
+    split_by_patient,
+    train_vqgan,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "vq_tokenizer.json"
@@ -92,9 +98,11 @@ def train_stage(recipe: Path, output_dir: Path, budget_s: float, note: str = "")
 
 def paper_steps(steps: int, batch_size: int) -> dict[str, Any]:
     """A few full training steps (G with perceptual + GAN + adaptive weight, and D) of the paper config."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # see VQTrainConfig.num_threads: 1 thread is faster on this shared CPU
     torch.manual_seed(0)
-    cfg = VQTrainConfig(model=VQConfig.paper(), batch_size=batch_size, discriminator_start=0, clinical_weight=0.1)
+    cfg = VQTrainConfig(
+        model=VQConfig.paper(), batch_size=batch_size, discriminator_start=0, clinical_weight=0.1
+    )
     model = VQGAN(cfg.model)
     disc = PatchDiscriminator(1, cfg.discriminator_channels, cfg.discriminator_layers)
     from llmcxr.vq.losses import RandomFeaturePerceptual
@@ -134,10 +142,16 @@ def write(results: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stages", default="tiny,grid16,paper", help="comma-separated: tiny, grid16, paper")
-    parser.add_argument("--tiny-budget-s", type=float, default=1800.0, help="wall budget of the tiny training")
-    parser.add_argument("--grid16-budget-s", type=float, default=1800.0, help="wall budget of grid16 training")
+    parser.add_argument(
+        "--tiny-budget-s", type=float, default=1800.0, help="wall budget of the tiny training"
+    )
+    parser.add_argument(
+        "--grid16-budget-s", type=float, default=1800.0, help="wall budget of grid16 training"
+    )
     parser.add_argument("--grid16-note", default="", help="why the grid16 budget was shortened, if it was")
     parser.add_argument("--paper-steps", type=int, default=3)
     parser.add_argument("--paper-batch-size", type=int, default=2)
@@ -148,7 +162,11 @@ def main() -> None:
         return
 
     results: dict[str, Any] = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
-    results["machine"] = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if "tiny" in stages:
         run = ROOT / "runs" / "vq-tiny-bench"
@@ -156,17 +174,28 @@ def main() -> None:
         results["tiny"] = train_stage(Path("recipes/vq/tiny.yaml"), run, args.tiny_budget_s)
         save_vqgan(load_vqgan(run / "final"), TINY_CHECKPOINT)
         results["tiny"]["checkpoint"] = "checkpoints/vq-tiny"
-        results["tiny"]["checkpoint_mb"] = round((TINY_CHECKPOINT / "vqgan.safetensors").stat().st_size / 2**20, 2)
+        results["tiny"]["checkpoint_mb"] = round(
+            (TINY_CHECKPOINT / "vqgan.safetensors").stat().st_size / 2**20, 2
+        )
         write(results)
     if "grid16" in stages:
         run = ROOT / "runs" / "vq-grid16-bench"
         shutil.rmtree(run, ignore_errors=True)
-        results["grid16"] = train_stage(Path("recipes/vq/grid16.yaml"), run, args.grid16_budget_s, args.grid16_note)
+        results["grid16"] = train_stage(
+            Path("recipes/vq/grid16.yaml"), run, args.grid16_budget_s, args.grid16_note
+        )
         results["grid16"]["checkpoint"] = str(run.relative_to(ROOT) / "final")
         write(results)
     if "paper" in stages:
-        command = [sys.executable, __file__, "--paper-only", "--paper-steps", str(args.paper_steps),
-                   "--paper-batch-size", str(args.paper_batch_size)]
+        command = [
+            sys.executable,
+            __file__,
+            "--paper-only",
+            "--paper-steps",
+            str(args.paper_steps),
+            "--paper-batch-size",
+            str(args.paper_batch_size),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results["paper_cpu"] = json.loads(done.stdout.strip().splitlines()[-1])
         write(results)

@@ -82,7 +82,9 @@ def _print_text(results, sources: list[str], as_json: bool) -> None:
 def report(
     images: list[Path] = typer.Argument(..., help="Chest X-ray files (PNG, JPEG, DICOM, .npy)."),
     model: Path = MODEL,
-    instruction: str | None = typer.Option(None, help="Instruction text (default: the first training phrasing)."),
+    instruction: str | None = typer.Option(
+        None, help="Instruction text (default: the first training phrasing)."
+    ),
     as_json: bool = JSON,
     device: str | None = DEVICE,
     dtype: str = DTYPE,
@@ -153,7 +155,9 @@ def _output_paths(out: Path, n: int) -> list[Path]:
 def image(
     report_text: str = typer.Argument(..., metavar="REPORT", help="Radiology report to draw."),
     model: Path = MODEL,
-    out: Path = typer.Option(..., "--out", "-o", help="Output image (.png); several: stem-0.png, stem-1.png..."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output image (.png); several: stem-0.png, stem-1.png..."
+    ),
     n: int = typer.Option(1, "--n", help="Images to draw for the report."),
     guidance_scale: float = typer.Option(1.0, help="Classifier-free guidance scale (1 = none)."),
     as_json: bool = JSON,

@@ -119,7 +119,7 @@ def evaluate(
         baseline=baseline,
         progress=progress,
     )
-    table = Table(title=f"{vq_folder} on {images}")
+    table = Table(title=f"{vq_folder.name} on {images.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("psnr", "ssim", "usage", "perplexity", "used_codes", "n_images", "n_failed"):

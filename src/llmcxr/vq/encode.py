@@ -75,12 +75,20 @@ class CXRImages(Dataset):
 
 @dataclass
 class ImageBatch:
+    """What the DataLoader yields: the images that loaded, and the problems of those that did not."""
+
     positions: list[int]
     """Positions (in the job's entry list) of the images that loaded."""
     images: torch.Tensor
     """(B, 1, R, R) in [-1, 1]; B may be 0 when every image of the batch failed."""
     failures: list[tuple[int, str]]
     """(position, problem) of the images that did not load."""
+
+    def pin_memory(self) -> ImageBatch:
+        """Called by the DataLoader's pin_memory thread (GPU jobs): page-locked images copy faster."""
+        if self.images.numel():
+            self.images = self.images.pin_memory()
+        return self
 
 
 def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]) -> ImageBatch:
@@ -97,6 +105,7 @@ def image_batches(
     num_workers: int,
     limits: ImageLimits = ImageLimits(),
     frontal_only: bool = False,
+    pin_memory: bool = False,
 ) -> Iterator[ImageBatch]:
     """Load and normalise ``entries`` in order, ``batch_size`` at a time, in ``num_workers`` processes."""
     loader = DataLoader(
@@ -106,6 +115,7 @@ def image_batches(
         num_workers=num_workers,
         collate_fn=collate_images,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
     yield from loader
 
@@ -133,7 +143,8 @@ def _load_model(vq_folder: str | Path | None, device: torch.device) -> VQGAN:
 
 
 def precision_context(device: torch.device, precision: str) -> Any:
-    """bf16 autocast ('bf16': ~5x faster matmuls on this CPU, codes may differ from fp32 at near-ties)."""
+    """'bf16' autocast for GPUs (codes may differ from fp32 at near-ties); on this CPU, without
+    AVX512-BF16, bf16 convolutions ran ~36x slower than fp32 (benchmarks/results/vq_encode_throughput.json)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision != "fp32":
@@ -226,9 +237,17 @@ def encode_images(
         show = progress and rank == 0
         with _progress(show) as bar, torch.inference_mode(), precision_context(torch_device, precision):
             task = bar.add_task(f"encode r{rank}/{world_size}", total=len(todo), rate="")
-            for batch in image_batches(todo, cfg.resolution, batch_size, num_workers, limits, frontal_only):
+            for batch in image_batches(
+                todo,
+                cfg.resolution,
+                batch_size,
+                num_workers,
+                limits,
+                frontal_only,
+                torch_device.type == "cuda",
+            ):
                 if batch.positions:
-                    codes = model.encode(batch.images.to(torch_device))  # (B, g, g) int64
+                    codes = model.encode(batch.images.to(torch_device, non_blocking=True))  # (B, g, g) int64
                     writer.add_batch([todo[p].image_id for p in batch.positions], codes.cpu().numpy())
                     encoded += len(batch.positions)
                 if batch.failures:
@@ -340,10 +359,18 @@ def evaluate_reconstruction(
     failed = 0
     with _progress(progress) as bar, torch.inference_mode(), precision_context(torch_device, precision):
         task = bar.add_task("eval", total=len(entries), rate="")
-        for batch in image_batches(entries, cfg.resolution, batch_size, num_workers, limits, frontal_only):
+        for batch in image_batches(
+            entries,
+            cfg.resolution,
+            batch_size,
+            num_workers,
+            limits,
+            frontal_only,
+            torch_device.type == "cuda",
+        ):
             failed += len(batch.failures)
             if batch.positions:
-                originals = batch.images.to(torch_device)
+                originals = batch.images.to(torch_device, non_blocking=True)
                 codes = model.encode(originals)  # (B, g, g)
                 scores.update(originals.float(), model.decode(codes).float())
                 all_codes.append(codes.cpu())

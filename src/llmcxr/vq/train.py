@@ -33,6 +33,7 @@ from llmcxr.errors import BadInputError
 from llmcxr.imaging import load_cxr, scan_images
 from llmcxr.metrics.reconstruction import ReconstructionScores
 from llmcxr.vq.config import VQTrainConfig
+from llmcxr.vq.densenet import ClinicalFeatureLoss, XRVDenseNet
 from llmcxr.vq.discriminator import PatchDiscriminator
 from llmcxr.vq.losses import (
     adaptive_weight,
@@ -287,8 +288,13 @@ def generator_step(
     images: torch.Tensor,
     step: int,
     device: torch.device,
+    clinical_net: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Generator loss of one batch -> (loss, reconstructions, logged parts)."""
+    """Generator loss of one batch -> (loss, reconstructions, logged parts).
+
+    The clinical feature term uses `clinical_net` (the torchxrayvision DenseNet) from step 0 when
+    given; otherwise the discriminator's features, once the discriminator has started.
+    """
     gan_on = step >= cfg.discriminator_start
     with _autocast(device, cfg.precision):
         recon, quantizer_loss, _ = model(images)
@@ -303,7 +309,11 @@ def generator_step(
             weight = adaptive_weight(nll, adv, model.last_layer) if model.training else adv.new_ones(())
             loss = loss + cfg.adversarial_weight * weight * adv
             parts |= {"adv": adv.item(), "adv_w": weight.item()}
-        if gan_on and cfg.clinical_weight > 0:
+        if cfg.clinical_weight > 0 and clinical_net is not None:
+            clinical = clinical_net(images, recon).float()
+            loss = loss + cfg.clinical_weight * clinical
+            parts["clin"] = clinical.item()
+        elif cfg.clinical_weight > 0 and gan_on:
             with torch.no_grad():
                 real_feats = disc.features(images)
             clinical = feature_distance(real_feats, disc.features(recon))
@@ -312,8 +322,13 @@ def generator_step(
     return loss, recon, parts
 
 
-def train_vqgan(cfg: VQTrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+def train_vqgan(
+    cfg: VQTrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None
+) -> dict[str, Any]:
     """Train (or resume, when `output_dir` holds a checkpoint and `resume`) and return final metrics.
+
+    `stop_after` ends this invocation after that step's checkpoint as a kill would (no final model),
+    without changing the learning-rate schedule, which depends on `cfg.steps` only.
 
     Writes `output_dir/{train_config.json, metrics.jsonl, samples/, checkpoint-*/, latest, final/,
     final_metrics.json}`; `final/` is a `load_vqgan` folder.
@@ -339,6 +354,9 @@ def train_vqgan(cfg: VQTrainConfig, resume: bool = True, progress: bool = True) 
         device
     )
     perceptual = build_perceptual(cfg.lpips_weights).to(device)
+    clinical_net = None
+    if cfg.xrv_densenet_weights is not None:
+        clinical_net = ClinicalFeatureLoss(XRVDenseNet.from_file(cfg.xrv_densenet_weights)).to(device)
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     start = load_checkpoint(out, model, disc, opt_g, opt_d) if resume else 0
@@ -371,7 +389,9 @@ def train_vqgan(cfg: VQTrainConfig, resume: bool = True, progress: bool = True) 
             for group in (*opt_g.param_groups, *opt_d.param_groups):
                 group["lr"] = learning_rate(cfg, step)
             images = batch_for_step(train_images, cfg, step).to(device)
-            loss, recon, parts = generator_step(cfg, model, disc, perceptual, images, step, device)
+            loss, recon, parts = generator_step(
+                cfg, model, disc, perceptual, images, step, device, clinical_net
+            )
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -400,6 +420,8 @@ def train_vqgan(cfg: VQTrainConfig, resume: bool = True, progress: bool = True) 
                 )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(out, step, model, disc, opt_g, opt_d)
+            if stop_after is not None and step >= stop_after:
+                return {"step": step, "stopped": True}
 
     save_checkpoint(out, step, model, disc, opt_g, opt_d)
     save_vqgan(model, out / "final")

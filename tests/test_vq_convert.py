@@ -1,0 +1,121 @@
+"""`llmcxr vq convert`: a fake taming-transformers checkpoint (RGB, taming key names) built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from llmcxr.errors import BadInputError
+from llmcxr.vq import VQGAN, VQConfig, load_vqgan
+from llmcxr.vq.convert import convert_taming_checkpoint
+from llmcxr.vq.losses import LPIPS
+
+# taming's ddconfig vocabulary, at a tiny size (LLM-CXR's: ch 128, ch_mult [1,1,2,2,4], resolution 256).
+DDCONFIG = {
+    "double_z": False,
+    "z_channels": 8,
+    "resolution": 16,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 8,
+    "ch_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [4],
+    "dropout": 0.0,
+}
+
+
+class Opaque:
+    """A pickled object that `weights_only=True` must refuse to rebuild."""
+
+
+def fake_taming_checkpoint(folder: Path) -> tuple[Path, Path, VQGAN]:
+    """An RGB taming-style VQModel: Lightning checkpoint with `state_dict`, plus its YAML."""
+    torch.manual_seed(0)
+    rgb_cfg = VQConfig(
+        resolution=16,
+        in_channels=3,
+        base_channels=8,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attn_resolutions=(4,),
+        z_channels=8,
+        codebook_size=32,
+        codebook_dim=6,
+        l2_normalized_codes=False,
+        dead_code_threshold=0.0,
+    )
+    rgb = VQGAN(rgb_cfg).eval()
+    state = {k: v for k, v in rgb.state_dict().items() if k != "quantize.usage"}
+    state["loss.discriminator.main.0.weight"] = torch.randn(64, 3, 4, 4)
+    state["loss.logvar"] = torch.zeros(())
+    state.update({f"loss.perceptual_loss.{k}": v for k, v in LPIPS().state_dict().items()})
+    ckpt = folder / "last.ckpt"
+    torch.save({"state_dict": state, "global_step": 1000, "epoch": 3}, ckpt)
+    config = folder / "vqgan.yaml"
+    document = {
+        "model": {
+            "base_learning_rate": 4.5e-6,
+            "target": "taming.models.vqgan.VQModel",
+            "params": {"embed_dim": 6, "n_embed": 32, "ddconfig": DDCONFIG, "lossconfig": {"target": "x"}},
+        }
+    }
+    config.write_text(yaml.safe_dump(document))
+    return ckpt, config, rgb
+
+
+def test_convert_keeps_codes_and_folds_rgb_to_gray(tmp_path: Path) -> None:
+    ckpt, config, rgb = fake_taming_checkpoint(tmp_path)
+    summary = convert_taming_checkpoint(ckpt, config, tmp_path / "out")
+    model = load_vqgan(tmp_path / "out")
+    assert model.cfg.in_channels == 1 and not model.cfg.l2_normalized_codes
+    assert (model.cfg.grid_size, model.cfg.codebook_size, model.cfg.codebook_dim) == (4, 32, 6)
+    assert "loss.discriminator" in summary["ignored_groups"]
+    gray = torch.rand(3, 1, 16, 16) * 2 - 1
+    rgb_input = gray.repeat(1, 3, 1, 1)
+    # same codes as the RGB model on the gray image copied to 3 channels ...
+    codes = model.encode(gray)
+    assert torch.equal(codes, rgb.encode(rgb_input))
+    # ... and the gray decode is the channel mean of the RGB decode
+    with torch.no_grad():
+        rgb_decoded = rgb.decode_latents(rgb.quantize.lookup(codes)).mean(dim=1, keepdim=True).clamp(-1, 1)
+    assert torch.allclose(model.decode(codes), rgb_decoded, atol=1e-5)
+    # the LPIPS weights stored in the checkpoint come out as a usable file
+    lpips = LPIPS.from_file(tmp_path / "out" / "lpips.safetensors")
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]["loss.perceptual_loss.lin0.model.1.weight"]
+    assert torch.equal(lpips.lin0.model[1].weight, stored)
+
+
+def test_the_paper_config_maps_one_to_one() -> None:
+    """Every key of our paper architecture has taming's name (bar our dead-code statistics)."""
+    ours = set(VQGAN(VQConfig.paper()).state_dict()) - {"quantize.usage"}
+    assert "encoder.down.4.block.1.conv2.weight" in ours and "decoder.up.0.block.2.conv2.weight" in ours
+    assert "encoder.down.4.attn.1.proj_out.weight" in ours  # attention at the 16 x 16 level (level 4)
+    assert {
+        "quantize.embedding.weight",
+        "quant_conv.weight",
+        "post_quant_conv.bias",
+        "decoder.mid.attn_1.q.weight",
+    } <= ours
+
+
+def test_convert_rejects_wrong_inputs(tmp_path: Path) -> None:
+    ckpt, config, _ = fake_taming_checkpoint(tmp_path)
+    with pytest.raises(BadInputError, match="not found"):
+        convert_taming_checkpoint(tmp_path / "nope.ckpt", config, tmp_path / "out")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: {params: {}}\n")
+    with pytest.raises(BadInputError, match="not a taming VQModel config"):
+        convert_taming_checkpoint(ckpt, bad_yaml, tmp_path / "out")
+    other = yaml.safe_load(config.read_text())
+    other["model"]["params"]["n_embed"] = 64
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(BadInputError, match="do not match"):
+        convert_taming_checkpoint(ckpt, tmp_path / "other.yaml", tmp_path / "out")
+
+    torch.save({"state_dict": {}, "hparams": Opaque()}, tmp_path / "pickled.ckpt")
+    with pytest.raises(BadInputError, match="refused to unpickle"):
+        convert_taming_checkpoint(tmp_path / "pickled.ckpt", config, tmp_path / "out")
