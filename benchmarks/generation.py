@@ -104,11 +104,12 @@ def timed(fn) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def ours_images(llm: LLMCXR, reports: list[str], batch: int) -> dict[str, Any]:
-    results, seconds = timed(lambda: llm.generate_image(reports, seed=0, batch_size=batch))
+def ours_images(llm: LLMCXR, reports: list[str], batch: int, guidance_scale: float = 1.0) -> dict[str, Any]:
+    results, seconds = timed(lambda: llm.generate_image(reports, guidance_scale, seed=0, batch_size=batch))
     valid = sum(r.image_tokens.size == llm.image_tokens.tokens_per_image for r in results)
     return {
         "batch_size": batch,
+        "guidance_scale": guidance_scale,
         "images": len(results),
         "valid": valid,
         "seconds": round(seconds, 3),
@@ -119,14 +120,15 @@ def ours_images(llm: LLMCXR, reports: list[str], batch: int) -> dict[str, Any]:
 def ours_reports(llm: LLMCXR, images: list[Path], batch: int, max_new_tokens: int) -> dict[str, Any]:
     sampling = SamplingConfig(max_new_tokens=max_new_tokens)
     results, seconds = timed(lambda: llm.report(images, sampling=sampling, batch_size=batch))
-    tokens = sum(len(llm.tokenizer(r.text, add_special_tokens=False)["input_ids"]) for r in results)
+    batches = {id(r.timings): r.timings for r in results}.values()  # one Timings per batch
+    tokens = sum(t.new_tokens for t in batches)  # generated ids, stop tokens included
     return {
         "batch_size": batch,
         "reports": len(results),
         "stopped_at_end": sum(r.stopped for r in results),
         "seconds": round(seconds, 3),
         "reports_per_s": round(len(results) / seconds, 3),
-        "mean_report_tokens": round(tokens / len(results), 1),
+        "mean_new_tokens": round(tokens / len(results), 1),
     }
 
 
@@ -175,7 +177,7 @@ def baseline_images(llm: LLMCXR, reports: list[str], max_retries: int, slack: in
         "failures": len(reports) - valid,
         "attempts": attempts,
         "retries": attempts - len(reports),
-        "retry_rate": round((attempts - len(reports)) / attempts, 3),
+        "retry_rate": round((attempts - valid) / attempts, 3),
         "max_retries": max_retries,
         "max_new_tokens": n + slack,
         "seconds": round(seconds, 3),
@@ -248,6 +250,7 @@ def main() -> None:
             "report_to_cxr": {
                 "ours_batch1": ours_images(llm, reports[: args.batch1], 1),
                 "ours_batch16": ours_images(llm, reports[: args.batch16], 16),
+                "ours_batch16_cfg3": ours_images(llm, reports[: args.batch16], 16, 3.0),
                 "baseline_batch1_retry": baseline_images(
                     llm, reports[: args.baseline_reports], args.max_retries, args.slack
                 ),

@@ -7,10 +7,17 @@ import json
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from llmcxr.cli import app, main
 from llmcxr.errors import BadInputError
+from llmcxr.metrics.finding_classifier import (
+    ClassifierTrainConfig,
+    FindingClassifierConfig,
+    fit_finding_classifier,
+    save_finding_classifier,
+)
 from llmcxr.synth import build_world
 
 runner = CliRunner()
@@ -216,3 +223,42 @@ def test_chexbert_labeler_needs_local_weights(tmp_path) -> None:
     assert isinstance(result.exception, BadInputError) and "CheXbert weights not found" in str(
         result.exception
     )
+
+
+def test_finding_preservation_of_a_vq_round_trip(world, tmp_path) -> None:
+    from llmcxr.vq import VQGAN, VQConfig, save_vqgan
+
+    torch.manual_seed(0)
+    save_vqgan(VQGAN(VQConfig.tiny()), tmp_path / "vq")  # random weights: a poor tokenizer
+    model = fit_finding_classifier(
+        torch.zeros(4, 1, 64, 64),
+        torch.zeros(4, 14),
+        FindingClassifierConfig(),
+        ClassifierTrainConfig(steps=1),
+    )
+    save_finding_classifier(model, tmp_path / "classifier")
+    out = tmp_path / "preservation.json"
+    args = [
+        "eval",
+        "preservation",
+        "--vq",
+        str(tmp_path / "vq"),
+        "--world",
+        str(world),
+        "--classifier",
+        str(tmp_path / "classifier"),
+    ]
+    result = runner.invoke(app, [*args, "--split", "train", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert scores["n"] == 12 and scores["resolution"] == 64
+    drawn = {
+        name
+        for line in (world / "manifest.jsonl").read_text().splitlines()
+        for name in json.loads(line)["extra"]["drawn"]
+    }
+    assert set(scores["original"]["per_class"]) <= drawn
+    if scores["auroc_drop"] is not None:
+        assert scores["auroc_drop"] == pytest.approx(
+            scores["original_macro_auroc"] - scores["round_trip_macro_auroc"]
+        )

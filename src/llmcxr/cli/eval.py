@@ -177,6 +177,29 @@ def baselines(
     _write(result, out)
 
 
+@app.command("preservation")
+def preservation(
+    vq: Path = typer.Option(..., "--vq", help="VQ-GAN folder (vq_config.json + vqgan.safetensors)."),
+    world: Path = typer.Option(..., "--world", help="Synthetic world folder (llmcxr data synth)."),
+    classifier: Path = typer.Option(
+        ..., "--classifier", help="Finding classifier folder (llmcxr eval train-classifier)."
+    ),
+    split: str = typer.Option("test", help="World split to score."),
+    classes: str | None = typer.Option(
+        None, help="Comma-separated findings (default: those the renderer drew)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+) -> None:
+    """Finding preservation of the image tokenizer: classifier AUROC on originals vs VQ round trips."""
+    from llmcxr.metrics.evaluate import evaluate_finding_preservation
+
+    score_classes = [c.strip() for c in classes.split(",")] if classes else None
+    result = evaluate_finding_preservation(vq, world, classifier, split, score_classes)
+    rows = {k: result[k] for k in ("n", "original_macro_auroc", "round_trip_macro_auroc", "auroc_drop")}
+    console.print(_table(f"finding preservation of {vq}", rows))
+    _write(result, out)
+
+
 @app.command("train-classifier")
 def train_classifier(
     world: Path = typer.Option(..., "--world", help="Synthetic world folder (llmcxr data synth)."),

@@ -26,6 +26,7 @@ from llmcxr.metrics.clinical import (
     score_report_labels,
 )
 from llmcxr.metrics.evaluate import (
+    evaluate_finding_preservation,
     evaluate_image_folders,
     evaluate_report_baselines,
     evaluate_report_files,
@@ -61,6 +62,7 @@ __all__ = [
     "auroc_per_class",
     "binarize_labels",
     "clinical_efficacy",
+    "evaluate_finding_preservation",
     "evaluate_image_folders",
     "evaluate_report_baselines",
     "evaluate_report_files",

@@ -248,6 +248,59 @@ def evaluate_report_baselines(
     return result
 
 
+@torch.inference_mode()
+def vq_round_trip(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """images (N, 1, R, R) in [-1, 1] -> decode(encode(images)) by a ``llmcxr.vq.VQGAN`` (R: its resolution)."""
+    return torch.cat(
+        [model.decode(model.encode(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    )
+
+
+def evaluate_finding_preservation(
+    vq_dir: str | Path,
+    world: str | Path,
+    classifier_dir: str | Path,
+    split: str = "test",
+    score_classes: list[str] | None = None,
+    convention: LabelConvention = LabelConvention(),
+) -> dict[str, object]:
+    """Does the image tokenizer keep the findings? The classifier's AUROC on a world split's images and
+    on their VQ round trips (``score_classes``: default the findings the renderer drew)."""
+    from llmcxr.datasets.synthetic import read_synthetic_world
+    from llmcxr.metrics.finding_classifier import image_labels, load_record_images
+    from llmcxr.metrics.images import finding_preservation
+    from llmcxr.vq import load_vqgan
+
+    records = [r for r in read_synthetic_world(world) if r.split == split]
+    if not records:
+        raise BadInputError(
+            world, f"no {split!r} records", "pick a split the world has (train/validate/test)"
+        )
+    classifier = load_finding_classifier(classifier_dir)
+    if score_classes is None:
+        drawn = {name for r in records for name in r.extra.get("drawn", [])}
+        score_classes = [c for c in classifier.config.classes if c in drawn]
+    vq = load_vqgan(vq_dir)
+    resolution = vq.cfg.resolution
+    started = time.perf_counter()
+    originals = load_record_images(records, resolution)
+    round_trips = vq_round_trip(vq, originals)
+    result = finding_preservation(
+        classifier, originals, round_trips, [image_labels(r) for r in records], score_classes, convention
+    )
+    return {
+        "task": "finding_preservation",
+        "vq": str(vq_dir),
+        "world": str(world),
+        "split": split,
+        "n": len(records),
+        "resolution": resolution,
+        "classifier": network_identity(FindingClassifierFeatures(classifier)),
+        **result,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
 def train_classifier_on_world(
     world: str | Path,
     out: str | Path,
@@ -272,6 +325,7 @@ def train_classifier_on_world(
 __all__ = [
     "evaluate_image_folders",
     "evaluate_report_baselines",
+    "evaluate_finding_preservation",
     "evaluate_report_files",
     "evaluate_vqa_files",
     "load_image_set",

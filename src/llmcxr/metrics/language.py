@@ -75,9 +75,14 @@ def language_scores(
     sigma 6, idf from the references given) are the means over reports. Returns the scores, a
     ``missing`` map {metric: reason} and the tokenizer used.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError as err:
+        raise ImportError(
+            f"language scores need pycocoevalcap ({err}): pip install 'llmcxr[metrics]'"
+        ) from err
 
     refs = _as_reference_lists(references)
     if len(refs) != len(predictions):

@@ -50,7 +50,7 @@ def read_taming_yaml(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError) as err:
         raise BadInputError(
             path,
-            f"not a taming VQModel config: no model.params.{err}",
+            f"not a taming VQModel config: no model.params.{err.args[0] if err.args else ''}",
             "pass the YAML shipped with the .ckpt",
         ) from None
     return params
