@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
+from transformers import TrainerCallback
+
 from llmcxr.config import load_config
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.datasets.manifest import read_manifest
@@ -266,15 +268,25 @@ def test_cli_trains_two_steps_end_to_end(tmp_path):
     assert any(k.startswith("eval_") and k.endswith("_loss") for e in log["log_history"] for k in e)
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
-    straight = _tiny_recipe(tmp_path / "a", max_steps=4)
-    train_recipe(straight)
-    interrupted = _tiny_recipe(tmp_path / "b", max_steps=2)
-    train_recipe(interrupted)  # stands in for a run killed after its step-2 checkpoint
-    import dataclasses
+class KillAfter(TrainerCallback):
+    """Stops training right after the checkpoint of step ``step``, as a kill there would."""
 
-    resumed = dataclasses.replace(interrupted, optim=dataclasses.replace(interrupted.optim, max_steps=4))
-    train_recipe(resumed, resume=True)
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    train_recipe(_tiny_recipe(tmp_path / "a", max_steps=4))
+    interrupted = _tiny_recipe(tmp_path / "b", max_steps=4)
+    train_recipe(interrupted, callbacks=[KillAfter(2)])
+    assert (tmp_path / "b" / "run" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "b" / "run" / "checkpoint-4").exists()
+    train_recipe(interrupted, resume=True)
     hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
     hash_b = (tmp_path / "b" / "run" / "weights_sha256.rank0.txt").read_text()
     assert hash_a == hash_b

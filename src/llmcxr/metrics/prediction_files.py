@@ -9,45 +9,15 @@ row and what to change.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from llmcxr.errors import BadInputError
+from llmcxr.tables import Row, read_rows
 
 ID_COLUMNS = ("id", "study_id", "image_id")
 TEXT_COLUMNS = ("report", "text")
-
-Row = dict[str, Any]
-
-
-def read_rows(path: str | Path) -> list[Row]:
-    """All rows of a .jsonl or .csv file as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "file not found", "check the path")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return [dict(row) for row in csv.DictReader(f)]
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BadInputError(
-                    path, f"line {number} is not JSON ({err.msg})", "write one JSON object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise BadInputError(path, f"line {number} is not a JSON object")
-            rows.append(row)
-        return rows
-    raise BadInputError(path, f"unknown file type {suffix!r}", "give a .jsonl or .csv file")
 
 
 def id_column(rows: Sequence[Row], path: str | Path) -> str:

@@ -14,7 +14,6 @@ Accepted inputs (``read_reports``):
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from llmcxr import atomic
 from llmcxr.errors import BadInputError
 from llmcxr.findings import CHEXPERT_14, Side
 from llmcxr.reports.labeler import Labeler, RuleLabeler
+from llmcxr.tables import read_csv, read_jsonl
 
 _ID_KEYS = ("id", "image_id", "study_id", "report_id", "uid")
 _TEXT_KEYS = ("report", "text")
@@ -67,34 +67,19 @@ def _row_from_mapping(row: dict, fallback_id: str, source: Path) -> ReportRow:
 
 
 def _read_jsonl(path: Path) -> list[ReportRow]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BadInputError(
-                    path, f"line {number} is not JSON ({err.msg})", "one JSON object per line"
-                ) from err
-            if not isinstance(row, dict):
-                raise BadInputError(path, f"line {number} is not a JSON object", "one JSON object per line")
-            rows.append(_row_from_mapping(row, str(number), path))
-    return rows
+    return [_row_from_mapping(row, str(i), path) for i, row in enumerate(read_jsonl(path), 1)]
 
 
 def _read_csv(path: Path) -> list[ReportRow]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or [])
-        if not columns & {*_TEXT_KEYS, "findings", "impression"}:
-            raise BadInputError(
-                path,
-                f"no report column (found {sorted(columns)})",
-                "add a 'report' or 'findings'/'impression' column",
-            )
-        return [_row_from_mapping(row, str(i), path) for i, row in enumerate(reader, 1)]
+    rows = read_csv(path)
+    columns = set(rows[0]) if rows else set()
+    if not columns & {*_TEXT_KEYS, "findings", "impression"}:
+        raise BadInputError(
+            path,
+            f"no report column (found {sorted(columns)})",
+            "add a 'report' or 'findings'/'impression' column",
+        )
+    return [_row_from_mapping(row, str(i), path) for i, row in enumerate(rows, 1)]
 
 
 def read_reports(path: str | Path) -> list[ReportRow]:

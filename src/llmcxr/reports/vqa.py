@@ -31,6 +31,7 @@ from llmcxr import atomic
 from llmcxr.errors import BadInputError
 from llmcxr.findings import CHEXPERT_14, Mention, Side
 from llmcxr.records import QA, CXRRecord
+from llmcxr.tables import read_jsonl
 
 # How a finding reads inside a question ("Is there {article phrase}?") and inside an answer.
 _PHRASE: dict[str, tuple[str, str]] = {
@@ -208,18 +209,12 @@ def write_vqa_jsonl(path: str | Path, records: Iterable[CXRRecord]) -> int:
 def read_vqa_jsonl(path: str | Path) -> dict[str, list[QA]]:
     """The inverse of ``write_vqa_jsonl``: image_id -> its QA pairs, in file order."""
     by_image: dict[str, list[QA]] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                qa = QA(row["question"], row["answer"], row["kind"], row.get("finding"))
-                by_image.setdefault(row["image_id"], []).append(qa)
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise BadInputError(
-                    path,
-                    f"line {number} is not a VQA pair ({err})",
-                    "expected image_id, question, answer, kind",
-                ) from err
+    for number, row in enumerate(read_jsonl(path), 1):
+        try:
+            qa = QA(row["question"], row["answer"], row["kind"], row.get("finding"))
+            by_image.setdefault(row["image_id"], []).append(qa)
+        except (KeyError, TypeError) as err:
+            raise BadInputError(
+                path, f"line {number} is not a VQA pair ({err})", "expected image_id, question, answer, kind"
+            ) from err
     return by_image

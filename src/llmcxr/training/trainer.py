@@ -366,9 +366,10 @@ def _last_checkpoint(output_dir: Path) -> Path | None:
     return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
 
 
-def train(recipe: TrainRecipe, resume: bool = False) -> Path:
+def train(recipe: TrainRecipe, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run a recipe end to end; returns the exported model folder. ``resume`` continues from the
-    last checkpoint in output_dir (after a kill), with the same data order and optimizer state."""
+    last checkpoint in output_dir (after a kill), with the same data order and optimizer state.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress bars, stops, tests)."""
     output_dir = Path(recipe.output_dir)
     checkpoint = _last_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None:
@@ -404,7 +405,7 @@ def train(recipe: TrainRecipe, resume: bool = False) -> Path:
         eval_dataset=eval_sets or None,
         data_collator=RowCollator(tokenizer.pad_token_id, packed=recipe.packing),
         processing_class=tokenizer,
-        callbacks=[TimeBudget(recipe.max_train_minutes)] if recipe.max_train_minutes else None,
+        callbacks=[*callbacks, *([TimeBudget(recipe.max_train_minutes)] if recipe.max_train_minutes else [])],
     )
     if state.is_main_process:
         print(
