@@ -293,9 +293,8 @@ def test_cli_commands(model_folder, cxr_files, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(
-        app, ["chat", "Say hello.", "--model", str(model_folder), "--json", "--max-new-tokens", "6"]
-    )
+    chat = ["chat", "Say hello.", "--model", str(model_folder), "--json", "--max-new-tokens", "6"]
+    result = runner.invoke(app, [*chat, "--threads", "1"])
     assert result.exit_code == 0 and "text" in json.loads(result.stdout)
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
 from transformers import TrainerCallback
 
+from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
 from llmcxr.config import load_config
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.datasets.manifest import read_manifest
@@ -290,3 +289,21 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
     hash_b = (tmp_path / "b" / "run" / "weights_sha256.rank0.txt").read_text()
     assert hash_a == hash_b
+
+
+def test_lora_run_with_checkpointing_exports_a_merged_plain_model(tmp_path):
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    from llmcxr.training import LoraSpec
+
+    recipe = dataclasses.replace(
+        _tiny_recipe(tmp_path, max_steps=2),
+        lora=LoraSpec(enabled=True, r=4, alpha=8),
+        gradient_checkpointing=True,
+    )
+    folder = train_recipe(recipe)
+    merged = AutoModelForCausalLM.from_pretrained(folder)  # no adapter files: LoRA merged into the weights
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert not (folder / "adapter_config.json").exists()

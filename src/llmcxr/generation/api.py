@@ -1,7 +1,7 @@
 """The Python face of a trained model: reports from CXRs, CXRs from reports, VQA, text chat.
 
     from llmcxr.generation import LLMCXR
-    model = LLMCXR.from_pretrained("runs/tiny-cpu/model")
+    model = LLMCXR.from_pretrained("runs/tiny-cpu/run/model")
     model.report("cxr.png").text
     model.generate_image("Small left pleural effusion.", guidance_scale=2.0, n=4)[0].image.save("a.png")
     model.answer("cxr.png", "Is there cardiomegaly?").text

@@ -298,6 +298,7 @@ def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments
         logging_steps=recipe.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if has_eval else "no",
+        eval_on_start=has_eval,  # the step-0 eval loss is the baseline the curves fall from
         eval_steps=recipe.eval_steps,
         save_strategy="steps",
         save_steps=recipe.save_steps,
@@ -397,6 +398,7 @@ def train(recipe: TrainRecipe, resume: bool = False, callbacks: Sequence[Trainer
         model = apply_lora(model, recipe)
     if not eval_sets:
         args.eval_strategy = IntervalStrategy.NO
+        args.eval_on_start = False
 
     trainer = CXRTrainer(
         model=model,
