@@ -4,11 +4,11 @@ writing and chest-radiology explanations, in Dolly's fields)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
+from llmcxr.tables import read_jsonl
 
 BUILTIN = Path(__file__).with_name("builtin_instructions.jsonl")
 
@@ -31,15 +31,9 @@ def read_instructions(path: Path | None = None) -> list[Instruction]:
             path, "instruction file not found", "give a databricks-dolly-15k.jsonl or leave it unset"
         )
     items: list[Instruction] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BadInputError(path, f"line {number} is not JSON: {err}") from None
-        if not isinstance(row, dict) or not row.get("instruction") or not row.get("response"):
-            raise BadInputError(path, f"line {number} needs non-empty 'instruction' and 'response'")
+    for number, row in enumerate(read_jsonl(path), start=1):
+        if not row.get("instruction") or not row.get("response"):
+            raise BadInputError(path, f"record {number} needs non-empty 'instruction' and 'response'")
         items.append(
             Instruction(
                 instruction=str(row["instruction"]),

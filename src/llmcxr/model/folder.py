@@ -36,6 +36,16 @@ VQ_SUBFOLDER = "vq"
 TRAIN_CONFIG_FILE = "llmcxr_train.json"
 
 
+def replace_folder(stage: Path, out: Path) -> None:
+    """Move a finished ``stage`` folder to ``out``; an old ``out`` is moved aside first, removed last."""
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """Yield an empty sibling folder of ``out``; on success it replaces ``out`` (old one removed last)."""
@@ -44,12 +54,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield stage
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

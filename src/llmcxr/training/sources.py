@@ -12,27 +12,6 @@ from llmcxr.records import CXRRecord
 from llmcxr.training.config import DataSource
 
 
-def _iu_records(path: Path) -> list[CXRRecord]:
-    """IU X-ray reports -> one record per image of each report (views are not in the XML: the
-    token store decides, as it holds only the images that were encoded)."""
-    from llmcxr.datasets.iu_xray import read_iu_reports
-
-    records = []
-    for report in read_iu_reports(path):
-        for image_id in report.image_ids:
-            records.append(
-                CXRRecord(
-                    image_id=image_id,
-                    study_id=report.uid,
-                    patient_id=report.uid,
-                    findings=report.findings,
-                    impression=report.impression,
-                    source="iu-xray",
-                )
-            )
-    return records
-
-
 def read_source(source: DataSource) -> list[CXRRecord]:
     """The records of one recipe data source (``limit`` applied)."""
     path = Path(source.path)
@@ -47,7 +26,11 @@ def read_source(source: DataSource) -> list[CXRRecord]:
 
         records = read_mimic(path)
     elif source.kind == "iu_xray":
-        records = _iu_records(path)
+        from llmcxr.datasets.iu_xray import iu_records
+
+        # One record per image: views are not in the XML, so the token store (the frontal images
+        # that were encoded) decides which are used.
+        records = iu_records(path, per_image=True)
     else:
         from llmcxr.datasets.manifest import read_manifest
 

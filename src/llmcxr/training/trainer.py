@@ -34,7 +34,7 @@ from llmcxr import atomic
 from llmcxr.config import save_config, to_dict
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.errors import BadInputError
-from llmcxr.model.folder import save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.folder import replace_folder, save_llmcxr_folder, write_llmcxr_files
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
 from llmcxr.prompt.dolly import CONTROL_TOKENS, INTRO_BLURB
@@ -351,12 +351,7 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
             )  # a pickle: not shipped (it is in checkpoints)
             tokenizer.save_pretrained(stage)
             write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
-            old = out.with_name(f".{out.name}.old")
-            if out.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(out, old)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_folder(stage, out)
     state.wait_for_everyone()
     return out
 
