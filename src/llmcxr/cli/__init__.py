@@ -11,6 +11,7 @@ from llmcxr.cli import data as data_cli
 from llmcxr.cli import eval as eval_cli
 from llmcxr.cli import generate as generate_cli
 from llmcxr.cli import vq as vq_cli
+from llmcxr.cli.demo import demo as demo_command
 from llmcxr.cli.train import train as train_command
 from llmcxr.errors import BadInputError
 
@@ -28,6 +29,7 @@ app.command("report")(generate_cli.report)
 app.command("image")(generate_cli.image)
 app.command("ask")(generate_cli.ask)
 app.command("chat")(generate_cli.chat)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -1,0 +1,38 @@
+"""`llmcxr demo` end to end on a tiny world: the page has all four tasks with their images."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from llmcxr.demo import run_demo
+from llmcxr.errors import BadInputError
+
+
+def test_demo_writes_page_with_four_tasks_and_reuses_stages(tmp_path: Path) -> None:
+    page = run_demo(tmp_path, n_images=40, train_seconds=6, progress=False)
+    text = page.read_text()
+    for title in ("CXR &rarr; report", "Report &rarr; CXR", "Visual question answering", "Text instruction"):
+        assert f"<h2>{title}</h2>" in text
+    sections = text.split("<section>")[1:]
+    images = [len(re.findall(r'<img src="data:image/png;base64,', s)) for s in sections]
+    assert images[0] >= 1 and images[1] >= 2 and images[2] >= 1 and images[3] == 0
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert set(summary["timings_s"]) == {"world", "encode", "train", "generate"}
+    assert summary["outputs"]["vqa"][0]["question"] and summary["outputs"]["report"][0]["reference"]
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+    # A second run reuses the world, the tokens and the model: only generation runs again.
+    start = time.perf_counter()
+    run_demo(tmp_path, n_images=40, train_seconds=6, progress=False)
+    again = json.loads((tmp_path / "demo.json").read_text())
+    assert again["timings_s"]["train"] < 2.0 and time.perf_counter() - start < 15
+
+
+def test_demo_rejects_too_few_images(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="at least 20"):
+        run_demo(tmp_path, n_images=5, train_seconds=5, progress=False)
