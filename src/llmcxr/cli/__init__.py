@@ -21,7 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert.")
+app.add_typer(
+    vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert."
+)
 app.command("train")(train_command)
 app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
 app.add_typer(eval_cli.app, name="eval", help="Evaluation: clinical efficacy, language scores, FID/KID, VQA.")

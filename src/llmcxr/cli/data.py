@@ -68,7 +68,9 @@ def label(
         ..., help="Reports: JSONL/CSV, a .txt file or folder of .txt, or NLMCXR_reports.tgz."
     ),
     out: Path = typer.Option(..., "--out", help="labels.jsonl: id, CheXpert-14 labels (1/0/-1), sides."),
-    chexbert: Path | None = typer.Option(None, "--chexbert", help="CheXbert .safetensors (see convert-chexbert)."),
+    chexbert: Path | None = typer.Option(
+        None, "--chexbert", help="CheXbert .safetensors (see convert-chexbert)."
+    ),
     bert: Path | None = typer.Option(None, "--bert", help="Local bert-base-uncased folder, with --chexbert."),
 ) -> None:
     """Label reports with the rule-based CheXpert-14 labeler (or CheXbert, from local weights)."""

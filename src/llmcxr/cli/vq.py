@@ -138,9 +138,13 @@ def evaluate(
 
 @app.command("train")
 def train(
-    config: Path = typer.Option(..., "--config", help="A VQTrainConfig YAML/JSON, e.g. recipes/vq/tiny.yaml."),
+    config: Path = typer.Option(
+        ..., "--config", help="A VQTrainConfig YAML/JSON, e.g. recipes/vq/tiny.yaml."
+    ),
     resume: bool = typer.Option(
-        True, "--resume/--restart", help="Continue from the output folder's checkpoint (default) or start over."
+        True,
+        "--resume/--restart",
+        help="Continue from the output folder's checkpoint (default) or start over.",
     ),
     output_dir: Path | None = typer.Option(None, help="Override the recipe's output_dir."),
     steps: int = typer.Option(0, help="Override the recipe's steps (0 = keep)."),
@@ -178,7 +182,9 @@ def convert(
     checkpoint: Path = typer.Argument(..., help="The official LLM-CXR VQ-GAN checkpoint (taming .ckpt)."),
     config: Path = typer.Argument(..., help="Its taming YAML (model.params.ddconfig, n_embed, embed_dim)."),
     out: Path = typer.Argument(..., help="Folder to write (vq_config.json + vqgan.safetensors)."),
-    lpips: bool = typer.Option(True, help="Also extract its LPIPS weights to OUT/lpips.safetensors if present."),
+    lpips: bool = typer.Option(
+        True, help="Also extract its LPIPS weights to OUT/lpips.safetensors if present."
+    ),
 ) -> None:
     """Convert a taming-transformers VQ-GAN checkpoint into an llmcxr one (RGB folded to grayscale)."""
     from rich import print as rprint
