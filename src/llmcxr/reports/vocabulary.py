@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from llmcxr.findings import Side
+from llmcxr.findings import CHEXPERT_14, Side
 
 # --- mentions ---------------------------------------------------------------------------------
 
@@ -226,19 +226,8 @@ STATE = re.compile(
     r"|(?P<enlarged>enlarg\w*|large|increased|prominen\w*|widen\w*|wide))"
 )
 
-LATERAL = {
-    "Lung Lesion",
-    "Lung Opacity",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-}
+# Findings that can have a side: all but the whole-patient and heart/mediastinum ones.
+LATERAL = frozenset(CHEXPERT_14) - {"No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly"}
 SIDE = re.compile(
     r"(?<![a-z0-9])(?:left|lingula\w*|right|bilateral\w*|both|bibasilar|bibasal|bibasally|biapical|bi-lateral)\b"
 )
