@@ -10,7 +10,7 @@ import typer
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the world, tokens, model and page."),
     train_seconds: float = typer.Option(150.0, "--train-seconds", help="Wall-clock cap on LM training."),
-    images: int = typer.Option(300, "--images", help="Synthetic images to build (64 px)."),
+    images: int = typer.Option(600, "--images", help="Synthetic images to build (64 px)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the world and of sampling."),
 ) -> None:
     """The whole system in a few minutes on a CPU, with no data and no downloads."""
