@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 from typer.testing import CliRunner
 
+from _tiny_vq import MICRO_VQ
 from llmcxr.cli import app
 from llmcxr.errors import BadInputError
 from llmcxr.generation import (
@@ -31,7 +33,7 @@ from llmcxr.model import (
     train_bpe_tokenizer,
 )
 from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION, PromptParts
-from llmcxr.vq import VQGAN, VQConfig, save_vqgan
+from llmcxr.vq import VQGAN, save_vqgan
 
 REPORTS = [
     "The heart is normal in size. The lungs are clear.",
@@ -39,15 +41,7 @@ REPORTS = [
     "Right lower lobe consolidation.",
 ]
 # 16 px, f4 -> 4 x 4 = 16 image tokens from a 16-code book: a VQ-GAN that builds in milliseconds.
-TINY_VQ = VQConfig(
-    resolution=16,
-    base_channels=8,
-    channel_mult=(1, 2, 2),
-    attn_resolutions=(),
-    z_channels=8,
-    codebook_size=16,
-    codebook_dim=4,
-)
+TINY_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)
 TINY_LM = ScratchConfig(
     hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=256
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from _tiny_vq import MICRO_VQ
 from llmcxr.cli import main as cli_main
 from llmcxr.cli.vq import app as vq_app
 from llmcxr.errors import BadInputError
@@ -35,16 +37,7 @@ def one_thread() -> Iterator[None]:
 
 def tiny_config() -> VQConfig:
     """32 px, f4 -> 8x8 = 64 tokens, 32 codes: a forward pass takes milliseconds."""
-    return VQConfig(
-        resolution=32,
-        base_channels=8,
-        channel_mult=(1, 2, 2),
-        num_res_blocks=1,
-        attn_resolutions=(8,),
-        z_channels=8,
-        codebook_size=32,
-        codebook_dim=4,
-    )
+    return dataclasses.replace(MICRO_VQ, resolution=32, attn_resolutions=(8,))
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from _tiny_vq import MICRO_VQ
 from llmcxr.errors import BadInputError
 from llmcxr.vq import VQGAN, VQConfig, load_vqgan
 from llmcxr.vq.convert import convert_taming_checkpoint
@@ -35,18 +37,8 @@ class Opaque:
 def fake_taming_checkpoint(folder: Path) -> tuple[Path, Path, VQGAN]:
     """An RGB taming-style VQModel: Lightning checkpoint with `state_dict`, plus its YAML."""
     torch.manual_seed(0)
-    rgb_cfg = VQConfig(
-        resolution=16,
-        in_channels=3,
-        base_channels=8,
-        channel_mult=(1, 2, 2),
-        num_res_blocks=1,
-        attn_resolutions=(4,),
-        z_channels=8,
-        codebook_size=32,
-        codebook_dim=6,
-        l2_normalized_codes=False,
-        dead_code_threshold=0.0,
+    rgb_cfg = dataclasses.replace(
+        MICRO_VQ, in_channels=3, codebook_dim=6, l2_normalized_codes=False, dead_code_threshold=0.0
     )
     rgb = VQGAN(rgb_cfg).eval()
     state = {k: v for k, v in rgb.state_dict().items() if k != "quantize.usage"}

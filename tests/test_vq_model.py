@@ -8,23 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from _tiny_vq import MICRO_VQ as MICRO
 from llmcxr.config import load_config
 from llmcxr.errors import BadInputError
 from llmcxr.vq import VQGAN, VectorQuantizer, VQConfig, VQTrainConfig, codebook_stats, load_vqgan, save_vqgan
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# A few-thousand-parameter VQ-GAN: 16 px, f4 -> 4x4 codes, 32 codes of dim 4.
-MICRO = VQConfig(
-    resolution=16,
-    base_channels=8,
-    channel_mult=(1, 2, 2),
-    num_res_blocks=1,
-    attn_resolutions=(4,),
-    z_channels=8,
-    codebook_size=32,
-    codebook_dim=4,
-)
 
 
 def images(batch: int, size: int, seed: int = 0) -> torch.Tensor:

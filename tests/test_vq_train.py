@@ -14,21 +14,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from llmcxr.vq import VQConfig, VQTrainConfig, load_vqgan
+from _tiny_vq import MICRO_VQ
+from llmcxr.vq import VQTrainConfig, load_vqgan
 from llmcxr.vq.discriminator import PatchDiscriminator
 from llmcxr.vq.losses import LPIPS, RandomFeaturePerceptual, adaptive_weight, hinge_discriminator_loss
 from llmcxr.vq.train import augment, batch_for_step, split_by_patient, train_vqgan
 
-MICRO = VQConfig(
-    resolution=16,
-    base_channels=8,
-    channel_mult=(1, 2, 2),
-    num_res_blocks=1,
-    attn_resolutions=(4,),
-    z_channels=8,
-    codebook_size=16,
-    codebook_dim=4,
-)
+MICRO = dataclasses.replace(MICRO_VQ, codebook_size=16)
 
 
 def write_dataset(folder: Path, n_patients: int = 6, per_patient: int = 2) -> Path:
