@@ -133,7 +133,9 @@ def train_model(recipe, progress: Progress) -> Path:
     model = Path(recipe.output_dir) / "model"
     if (model / "config.json").is_file():
         return model
-    return train_recipe(recipe, resume=Path(recipe.output_dir).exists(), callbacks=[TrainBar(progress)])
+    return train_recipe(
+        recipe, resume=Path(recipe.output_dir).exists(), callbacks=[TrainBar(progress)], print_logs=False
+    )
 
 
 # --- the four tasks -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`llmcxr eval ...` commands: score reports, images and VQA answers from files; train the finding classifier."""
+"""`llmcxr eval ...` commands: score reports, images and VQA answers from files; train the finding
+classifier; `eval run`: generate on a split and score it all end to end (``llmcxr.metrics.run``)."""
 
 from __future__ import annotations
 
@@ -219,3 +220,81 @@ def train_classifier(
     if "eval_auroc" in summary:
         rows[f"{summary['eval_split']} macro AUROC"] = summary["eval_auroc"]["macro_auroc"]
     console.print(_table(f"finding classifier -> {out}", rows))
+
+
+@app.command("run")
+def run(
+    model: Path = typer.Option(..., "--model", "-m", help="Model folder written by `llmcxr train`."),
+    data: Path = typer.Option(..., "--data", help="Synthetic world folder (llmcxr data synth)."),
+    out: Path = typer.Option(..., "--out", help="Folder for generated items, eval.json, eval.md and plots."),
+    split: str = typer.Option("test", help="World split to generate for and score."),
+    classifier: Path | None = typer.Option(
+        None, "--classifier", help="Finding classifier folder (default: train one on the train split)."
+    ),
+    limit: int | None = typer.Option(None, help="Score the first N items of the split only."),
+    guidance_scale: float = typer.Option(3.0, help="Classifier-free guidance for report -> CXR (1 = none)."),
+    batch_size: int = typer.Option(16, help="Inputs per forward pass."),
+    seed: int = typer.Option(0, help="Item i of the split samples with seed + i."),
+    tasks: str = typer.Option("report,image,vqa", help="Comma-separated tasks to run."),
+    text_sampling: str = typer.Option("greedy", help="Reports and answers: greedy or top-p."),
+    image_sampling: str = typer.Option("top-p", help="Image tokens: top-p (LLM-CXR) or greedy."),
+    max_report_tokens: int = typer.Option(160, help="Longest generated report in tokens."),
+    max_answer_tokens: int = typer.Option(24, help="Longest generated VQA answer in tokens."),
+    samples: int = typer.Option(8, help="Items shown in samples.png."),
+    classifier_steps: int = typer.Option(1000, help="Steps of the classifier trained when none is given."),
+    uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
+    meteor: bool = typer.Option(False, help="Score METEOR too (needs java; ~15 s per system)."),
+    device: str | None = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
+    threads: int = typer.Option(1, help="torch CPU threads (0 = torch's default)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard what an earlier run in --out generated."),
+) -> None:
+    """End to end: generate for every task on a split, score beside the baselines, write eval.json/.md and plots.
+
+    Resumable: rerun the same command after an interruption and it continues where it stopped."""
+    from llmcxr.metrics.run import EvalRunConfig, run_evaluation
+
+    _convention(uncertain)
+    config = EvalRunConfig(
+        model=model,
+        data=data,
+        out=out,
+        split=split,
+        classifier=classifier,
+        limit=limit,
+        guidance_scale=guidance_scale,
+        batch_size=batch_size,
+        seed=seed,
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+        text_sampling=text_sampling,
+        image_sampling=image_sampling,
+        max_report_tokens=max_report_tokens,
+        max_answer_tokens=max_answer_tokens,
+        samples=samples,
+        classifier_steps=classifier_steps,
+        uncertain=uncertain,
+        meteor=meteor,
+        device=device,
+        threads=threads,
+        restart=restart,
+    )
+    result = run_evaluation(config)
+    table = Table(title=f"eval run: {result['data']['n_items']} {split} items, model beside baselines")
+    for column in ("task", "system", "metric", "value"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "value" else "left")
+    if "cxr_to_report" in result:
+        for name, scores in result["cxr_to_report"]["systems"].items():
+            table.add_row("CXR->report", name, "micro-F1-14", f"{scores['clinical']['micro_f1_14']:.3f}")
+    if "report_to_cxr" in result:
+        for name, scores in result["report_to_cxr"]["systems"].items():
+            auroc = scores["finding_agreement"]["macro_auroc"]
+            fid = scores.get("distribution", {}).get("fid")
+            value = ("-" if auroc is None else f"{auroc:.3f}") + ("" if fid is None else f" / {fid:.1f}")
+            table.add_row("report->CXR", name, "AUROC / FID", value)
+    if "vqa" in result:
+        for name, scores in result["vqa"]["systems"].items():
+            accuracy = scores["accuracy"]
+            table.add_row("VQA", name, "accuracy", "-" if accuracy is None else f"{accuracy:.3f}")
+    console.print(table)
+    console.print(
+        f"{result['timings']['this_run_s']['total']:.1f} s; wrote {out / 'eval.json'}, {out / 'eval.md'}"
+    )

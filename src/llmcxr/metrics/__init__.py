@@ -9,6 +9,8 @@
 - ``reconstruction``: PSNR/SSIM of VQ round trips.
 - ``baselines``: most common report, nearest-neighbour retrieval, the mode token map.
 - ``evaluate``: the file-level evaluations the ``llmcxr eval`` commands run.
+- ``run``: ``llmcxr eval run``, generation on a split scored end to end beside the baselines;
+  ``plots`` draws its figures.
 """
 
 from llmcxr.metrics.baselines import (
@@ -50,10 +52,12 @@ from llmcxr.metrics.images import (
     finding_preservation,
 )
 from llmcxr.metrics.language import language_scores, tokenize_report
+from llmcxr.metrics.run import EvalRunConfig, run_evaluation
 from llmcxr.metrics.vqa import normalize_answer, vqa_accuracy
 
 __all__ = [
     "ClassifierTrainConfig",
+    "EvalRunConfig",
     "FindingClassifier",
     "FindingClassifierConfig",
     "FindingClassifierFeatures",
@@ -79,6 +83,7 @@ __all__ = [
     "normalize_answer",
     "pixel_features",
     "precision_recall_f1",
+    "run_evaluation",
     "save_finding_classifier",
     "score_report_labels",
     "tokenize_report",

@@ -1,7 +1,7 @@
 """File-level evaluations: what ``llmcxr eval reports|images|vqa|train-classifier`` run.
 
 Each function reads files, calls the metric modules and returns one JSON-ready dict; the CLI only
-parses arguments and prints. ``llmcxr eval run`` (end to end, after generation) will call these.
+parses arguments and prints. ``llmcxr eval run`` (``run.py``, end to end) reuses the pieces.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from llmcxr.errors import BadInputError
 from llmcxr.metrics.clinical import LabelConvention, label_reports, labeler_name, score_report_labels
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
+    FindingClassifier,
     FindingClassifierConfig,
     load_finding_classifier,
     train_finding_classifier,
@@ -37,7 +38,7 @@ from llmcxr.metrics.prediction_files import (
     rows_by_id,
 )
 from llmcxr.metrics.vqa import vqa_accuracy
-from llmcxr.records import QA
+from llmcxr.records import QA, CXRRecord
 from llmcxr.reports import Labeler, RuleLabeler
 
 
@@ -187,39 +188,25 @@ def evaluate_vqa_files(pred_path: str | Path, ref_path: str | Path) -> dict[str,
     }
 
 
-def _score_reports(
+def score_reports(
     predictions: list[str], references: list[str], labeler: Labeler, convention: LabelConvention, meteor: bool
 ) -> dict[str, object]:
+    """Clinical efficacy and language scores of one set of generated (or baseline) reports."""
     return {
         "clinical": score_report_labels(predictions, references, labeler, convention),
         "language": language_scores(predictions, references, meteor=meteor),
     }
 
 
-def evaluate_report_baselines(
-    world: str | Path,
-    split: str = "test",
-    classifier_dir: str | Path | None = None,
-    labeler: Labeler | None = None,
-    convention: LabelConvention = LabelConvention(),
-    meteor: bool = False,
-) -> dict[str, object]:
-    """CXR -> report baselines on a synthetic world's ``split``: the most common training report and
-    nearest-neighbour retrieval (pixels; and the finding classifier's features where one is given)."""
-    from llmcxr.datasets.synthetic import read_synthetic_world
+def report_baseline_predictions(
+    train: list[CXRRecord], test: list[CXRRecord], classifier: FindingClassifier | None = None
+) -> dict[str, list[str]]:
+    """{baseline name: one report per ``test`` record}: the most common training report and the
+    report of the nearest training image by pixels (and by the classifier's features, given one)."""
     from llmcxr.metrics.baselines import most_common_report, nearest_neighbour_reports, pixel_features
     from llmcxr.metrics.finding_classifier import load_record_images
 
-    records = read_synthetic_world(world)
-    train = [r for r in records if r.split == "train"]
-    test = [r for r in records if r.split == split]
-    if not train or not test:
-        raise BadInputError(world, f"needs train and {split!r} records, found {len(train)} and {len(test)}")
-    labeler = labeler or RuleLabeler()
-    references = [r.report for r in test]
     train_reports = [r.report for r in train]
-    started = time.perf_counter()
-    classifier = load_finding_classifier(classifier_dir) if classifier_dir is not None else None
     size = classifier.config.image_size if classifier is not None else 64  # pixels are pooled to 16 px anyway
     train_images, test_images = load_record_images(train, size), load_record_images(test, size)
     predictions = {
@@ -233,6 +220,31 @@ def evaluate_report_baselines(
         predictions["nearest_neighbour_classifier"] = nearest_neighbour_reports(
             extract_features(network, train_images), train_reports, extract_features(network, test_images)
         )
+    return predictions
+
+
+def evaluate_report_baselines(
+    world: str | Path,
+    split: str = "test",
+    classifier_dir: str | Path | None = None,
+    labeler: Labeler | None = None,
+    convention: LabelConvention = LabelConvention(),
+    meteor: bool = False,
+) -> dict[str, object]:
+    """CXR -> report baselines on a synthetic world's ``split``: the most common training report and
+    nearest-neighbour retrieval (pixels; and the finding classifier's features where one is given)."""
+    from llmcxr.datasets.synthetic import read_synthetic_world
+
+    records = read_synthetic_world(world)
+    train = [r for r in records if r.split == "train"]
+    test = [r for r in records if r.split == split]
+    if not train or not test:
+        raise BadInputError(world, f"needs train and {split!r} records, found {len(train)} and {len(test)}")
+    labeler = labeler or RuleLabeler()
+    references = [r.report for r in test]
+    started = time.perf_counter()
+    classifier = load_finding_classifier(classifier_dir) if classifier_dir is not None else None
+    predictions = report_baseline_predictions(train, test, classifier)
     result: dict[str, object] = {
         "task": "cxr_to_report",
         "world": str(world),
@@ -243,7 +255,7 @@ def evaluate_report_baselines(
         "feature_network": network_identity(FindingClassifierFeatures(classifier)) if classifier else None,
     }
     for name, reports in predictions.items():
-        result[name] = _score_reports(reports, references, labeler, convention, meteor)
+        result[name] = score_reports(reports, references, labeler, convention, meteor)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -329,5 +341,7 @@ __all__ = [
     "evaluate_report_files",
     "evaluate_vqa_files",
     "load_image_set",
+    "report_baseline_predictions",
+    "score_reports",
     "train_classifier_on_world",
 ]

@@ -124,6 +124,14 @@ class FindingClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
+    def block_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after each stage: what the VQ-GAN's clinical feature loss matches."""
+        x, feats = self.to_input_size(images.float()), []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
         """(N, 1, H, W) -> probabilities (N, C), in eval mode."""

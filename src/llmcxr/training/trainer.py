@@ -25,6 +25,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     IntervalStrategy,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -362,13 +363,20 @@ def _last_checkpoint(output_dir: Path) -> Path | None:
     return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
 
 
-def train(recipe: TrainRecipe, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+def train(
+    recipe: TrainRecipe,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    print_logs: bool = True,
+) -> Path:
     """Run a recipe end to end; returns the exported model folder. ``resume`` continues from the
     last checkpoint in output_dir (after a kill), with the same data order and optimizer state.
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress bars, stops, tests)."""
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress bars, stops, tests);
+    ``print_logs=False`` keeps the log lines off stdout (a progress bar shows them instead; they are
+    still in train_log.json)."""
     output_dir = Path(recipe.output_dir)
     checkpoint = _last_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None:
+    if resume and checkpoint is None and print_logs:
         print(f"no checkpoint in {output_dir}: starting from the beginning")
     if not resume and output_dir.exists() and _last_checkpoint(output_dir) is not None:
         raise BadInputError(
@@ -404,7 +412,9 @@ def train(recipe: TrainRecipe, resume: bool = False, callbacks: Sequence[Trainer
         processing_class=tokenizer,
         callbacks=[*callbacks, *([TimeBudget(recipe.max_train_minutes)] if recipe.max_train_minutes else [])],
     )
-    if state.is_main_process:
+    if not print_logs:
+        trainer.remove_callback(PrinterCallback)
+    if state.is_main_process and print_logs:
         print(
             json.dumps(
                 {

@@ -127,6 +127,13 @@ class VQTrainConfig:
     Missing column (or a folder) = each image is its own patient."""
     holdout_fraction: float = 0.15
     """Fraction of patients held out for evaluation (PSNR, SSIM, codebook usage)."""
+    split_column: str = ""
+    """Manifest column holding a predefined split (a synthetic world's `split`): when set, training uses
+    the rows marked `train` and evaluation those marked `validate` (test rows are never seen);
+    `patient_column` and `holdout_fraction` are then unused."""
+    init_from: Path | None = None
+    """A VQ-GAN folder to start from instead of random weights (fine-tuning, e.g. the shipped real-CXR
+    tokenizer adapted to the synthetic world); its architecture must equal `model`."""
     seed: int = 0
     """Seeds the split, the initialisation, augmentation and batch order."""
     steps: int = 2000
@@ -151,7 +158,8 @@ class VQTrainConfig:
     """Weight of the perceptual loss (LPIPS if `lpips_weights` is set, else the random-feature loss)."""
     clinical_weight: float = 0.0
     """Weight of the clinical feature loss (LLM-CXR): feature matching on a CXR classifier
-    (torchxrayvision DenseNet-121 when `xrv_densenet_weights` is set; else the discriminator's features)."""
+    (torchxrayvision DenseNet-121 when `xrv_densenet_weights` is set, else the finding classifier in
+    `clinical_classifier`, else the discriminator's features)."""
     adversarial_weight: float = 0.1
     """Weight of the hinge GAN loss, times taming's adaptive last-layer gradient ratio."""
     discriminator_start: int = 1000
@@ -177,5 +185,8 @@ class VQTrainConfig:
     lpips_weights: Path | None = None
     """Optional LPIPS (VGG16) weights as safetensors, e.g. extracted from the LLM-CXR checkpoint by
     `llmcxr vq convert`; None = the offline random-feature perceptual loss."""
+    clinical_classifier: Path | None = None
+    """Optional finding classifier folder (`llmcxr eval train-classifier`) for the clinical feature loss
+    where no DenseNet weights exist (the synthetic world); used when `xrv_densenet_weights` is unset."""
     xrv_densenet_weights: Path | None = None
     """Optional torchxrayvision DenseNet-121 state dict (.safetensors, or .pt read with weights_only)."""

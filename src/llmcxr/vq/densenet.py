@@ -136,9 +136,10 @@ class XRVDenseNet(nn.Module):
 
 
 class ClinicalFeatureLoss(nn.Module):
-    """Feature matching on the frozen DenseNet's dense-block activations (eval-mode BatchNorm)."""
+    """Feature matching on a frozen CXR classifier's block activations (eval-mode BatchNorm): the
+    torchxrayvision DenseNet, or any network with `block_features` (the project's finding classifier)."""
 
-    def __init__(self, network: XRVDenseNet) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network.eval().requires_grad_(False)
 

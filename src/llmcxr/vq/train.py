@@ -43,7 +43,7 @@ from llmcxr.vq.losses import (
     hinge_discriminator_loss,
     reconstruction_loss,
 )
-from llmcxr.vq.model import VQGAN, save_vqgan
+from llmcxr.vq.model import VQGAN, load_vqgan, save_vqgan
 from llmcxr.vq.quantizer import codebook_stats
 
 # --- data: split by patient, load once ------------------------------------------------------------
@@ -89,6 +89,18 @@ def split_by_patient(
     held = {name for name in names[:n_holdout]}
     train = [p for name in sorted(groups) if name not in held for p in groups[name]]
     holdout = [p for name in sorted(groups) if name in held for p in groups[name]]
+    return train, holdout
+
+
+def split_by_column(source: Path, column: str) -> tuple[list[Path], list[Path]]:
+    """(train paths, held-out paths) from a manifest column with values train / validate (/ test, unused)."""
+    splits = _patients_by_path(source, column)
+    train = sorted(p for p, split in splits.items() if split == "train")
+    holdout = sorted(p for p, split in splits.items() if split == "validate")
+    if not train:
+        raise BadInputError(
+            source, f"no rows with {column} = train", "give a manifest with a split column, or unset split_column"
+        )
     return train, holdout
 
 
@@ -341,15 +353,25 @@ def train_vqgan(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.json")
 
-    train_paths, holdout_paths = split_by_patient(
-        Path(cfg.data), cfg.patient_column, cfg.holdout_fraction, cfg.seed
-    )
+    if cfg.split_column:
+        train_paths, holdout_paths = split_by_column(Path(cfg.data), cfg.split_column)
+    else:
+        train_paths, holdout_paths = split_by_patient(
+            Path(cfg.data), cfg.patient_column, cfg.holdout_fraction, cfg.seed
+        )
     size = cfg.model.resolution
     train_images = load_images(train_paths, size, console)
     holdout_images = load_images(holdout_paths, size, console) if holdout_paths else train_images[:8]
     console.print(f"{len(train_images)} training / {len(holdout_images)} held-out images at {size} px")
 
     model = VQGAN(cfg.model).to(device)
+    if cfg.init_from is not None:
+        start_from = load_vqgan(cfg.init_from)
+        if start_from.cfg != cfg.model:
+            raise BadInputError(
+                cfg.init_from, "its architecture differs from the recipe's `model`", "copy its vq_config.json"
+            )
+        model.load_state_dict(start_from.state_dict())
     disc = PatchDiscriminator(cfg.model.in_channels, cfg.discriminator_channels, cfg.discriminator_layers).to(
         device
     )
@@ -357,6 +379,10 @@ def train_vqgan(
     clinical_net = None
     if cfg.xrv_densenet_weights is not None:
         clinical_net = ClinicalFeatureLoss(XRVDenseNet.from_file(cfg.xrv_densenet_weights)).to(device)
+    elif cfg.clinical_classifier is not None:
+        from llmcxr.metrics.finding_classifier import load_finding_classifier
+
+        clinical_net = ClinicalFeatureLoss(load_finding_classifier(cfg.clinical_classifier)).to(device)
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     start = load_checkpoint(out, model, disc, opt_g, opt_d) if resume else 0

@@ -1,0 +1,254 @@
+"""`llmcxr eval run`: files, numbers in range and consistent with the file-level evaluations, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from _tiny_vq import MICRO_VQ
+from llmcxr.cli import app
+from llmcxr.datasets.synthetic import read_synthetic_world
+from llmcxr.errors import BadInputError
+from llmcxr.generation import LLMCXR
+from llmcxr.metrics.evaluate import evaluate_report_baselines, train_classifier_on_world
+from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
+from llmcxr.metrics.run import EvalRunConfig, contiguous_batches, most_common_answers, run_evaluation
+from llmcxr.model import (
+    ScratchConfig,
+    add_cxr_tokens,
+    build_scratch_model,
+    save_llmcxr_folder,
+    train_bpe_tokenizer,
+)
+from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION
+from llmcxr.records import QA, CXRRecord
+from llmcxr.synth import build_world
+from llmcxr.vq import VQGAN, save_vqgan
+
+TINY_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)  # 16 px, 4 x 4 tokens
+TINY_LM = ScratchConfig(
+    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512
+)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("world")
+    build_world(folder, n=60, size=64, seed=0, reports="templates")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, world) -> Path:
+    """A random-weight LM with image tokens and a micro VQ-GAN (no training: the run's plumbing is tested)."""
+    root = tmp_path_factory.mktemp("model")
+    reports = [r.report for r in read_synthetic_world(world)]
+    tokenizer = train_bpe_tokenizer(
+        reports + [INTRO_BLURB, "Input:\n", *REPORT_GENERATION, *IMAGE_GENERATION], 400
+    )
+    image_tokens = add_cxr_tokens(tokenizer, TINY_VQ.codebook_size, TINY_VQ.num_tokens, CONTROL_TOKENS)
+    torch.manual_seed(0)
+    save_vqgan(VQGAN(TINY_VQ).eval(), root / "vq")
+    model = build_scratch_model(TINY_LM, len(tokenizer))
+    return save_llmcxr_folder(model, tokenizer, image_tokens, root / "model", root / "vq", {"stage": 1})
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory, world) -> Path:
+    out = tmp_path_factory.mktemp("classifier")
+    train_classifier_on_world(world, out, train=ClassifierTrainConfig(steps=3, batch_size=8))
+    return out
+
+
+def config(model_dir: Path, world: Path, out: Path, **changes) -> EvalRunConfig:
+    base = EvalRunConfig(
+        model=model_dir,
+        data=world,
+        out=out,
+        split="test",
+        batch_size=2,
+        max_report_tokens=10,
+        max_answer_tokens=4,
+        guidance_scale=2.0,
+        samples=3,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def scores_only(result: dict) -> dict:
+    """What must not depend on interruptions: everything but timings and per-invocation counts."""
+    return {k: v for k, v in result.items() if k not in ("timings", "generated_this_run", "config", "files")}
+
+
+def test_contiguous_batches_keep_the_uninterrupted_grid() -> None:
+    assert contiguous_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert contiguous_batches([1, 2, 4, 5, 6, 9], 3) == [[1, 2], [4, 5], [6], [9]]
+
+
+def test_most_common_answer_baseline() -> None:
+    train = [
+        CXRRecord(
+            "a", qa=[QA("Is there edema?", "no", "presence"), QA("How is the heart?", "normal", "heart_size")]
+        ),
+        CXRRecord(
+            "b", qa=[QA("Is there  EDEMA?", "no", "presence"), QA("Is there edema?", "yes", "presence")]
+        ),
+    ]
+    asked = [
+        QA("is there edema?", "yes", "presence"),
+        QA("Heart size?", "enlarged", "heart_size"),
+        QA("?", "x", "new"),
+    ]
+    assert most_common_answers(train, asked) == ["no", "normal", "no"]
+
+
+def test_eval_run_writes_everything_and_resumes(model_dir, world, classifier, tmp_path, monkeypatch) -> None:
+    # An uninterrupted run through the CLI.
+    whole = tmp_path / "whole"
+    args = ["eval", "run", "--model", str(model_dir), "--data", str(world), "--out", str(whole)]
+    args += ["--classifier", str(classifier), "--batch-size", "2", "--max-report-tokens", "10"]
+    args += ["--guidance-scale", "2.0", "--max-answer-tokens", "6", "--samples", "8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "micro-F1-14" in result.output and "AUROC / FID" in result.output
+    for name in (
+        "eval.json",
+        "eval.md",
+        "f1_per_class.png",
+        "roc_curves.png",
+        "samples.png",
+        "reports.jsonl",
+    ):
+        assert (whole / name).is_file(), name
+    test = [r for r in read_synthetic_world(world) if r.split == "test"]
+    assert sorted(p.stem for p in (whole / "generated").glob("*.png")) == sorted(r.image_id for r in test)
+    assert (whole / "baselines" / "mode_token_map.png").is_file()
+    scores = json.loads((whole / "eval.json").read_text())
+    assert scores["data"]["n_items"] == len(test) and scores["generated_this_run"]["reports"] == len(test)
+    md = (whole / "eval.md").read_text()
+    assert md.index("## Headline") < md.index("## CXR -> report") and "most_common_report" in md
+
+    # The report baselines are the ones `llmcxr eval baselines` scores on the same data.
+    reports = scores["cxr_to_report"]["systems"]
+    baselines = evaluate_report_baselines(world, "test", classifier)
+    for name in ("most_common_report", "nearest_neighbour_pixels", "nearest_neighbour_classifier"):
+        assert reports[name]["clinical"]["micro_f1_14"] == pytest.approx(
+            baselines[name]["clinical"]["micro_f1_14"]
+        )
+        assert reports[name]["language"]["bleu_4"] == pytest.approx(baselines[name]["language"]["bleu_4"])
+    for name, system in reports.items():
+        assert 0.0 <= system["clinical"]["micro_f1_14"] <= 1.0, name
+    headline = scores["headline"]["cxr_to_report"]
+    assert headline["margin"] == pytest.approx(
+        reports["model"]["clinical"]["micro_f1_14"]
+        - max(v["clinical"]["micro_f1_14"] for k, v in reports.items() if k != "model")
+    )
+
+    images = scores["report_to_cxr"]["systems"]
+    assert set(images) == {"model", "mode_token_map", "vq_round_trip", "reference_images"}
+    assert (
+        "distribution" not in images["reference_images"]
+    )  # FID of the references with themselves: not scored
+    for name in ("model", "mode_token_map", "vq_round_trip"):
+        assert images[name]["distribution"]["fid"] >= 0.0
+        assert (
+            images[name]["distribution"]["feature_network"]["weights_sha256"]
+            == scores["feature_network"]["weights_sha256"]
+        )
+    assert set(images["model"]["finding_agreement"]["per_class"]) == set(
+        scores["report_to_cxr"]["scored_findings"]
+    )
+    baseline_auroc = images["mode_token_map"]["finding_agreement"]["per_class"]
+    # One image for every report: the classifier's scores tie, so every defined AUROC is exactly one half.
+    assert {v["auroc"] for v in baseline_auroc.values() if v["auroc"] is not None} <= {0.5}
+    assert scores["vqa"]["systems"]["model"]["n"] == sum(len(r.qa) for r in test)
+
+    # Interrupted after two image batches, then resumed: nothing finished is generated again, and the
+    # scores equal the uninterrupted run's.
+    parted = tmp_path / "parted"
+    real = LLMCXR.generate_image
+    calls: list[int] = []
+
+    def dies_after_two_batches(self, reports, *a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(len(reports))
+        return real(self, reports, *a, **k)
+
+    monkeypatch.setattr(LLMCXR, "generate_image", dies_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(config(model_dir, world, parted, classifier=classifier, max_answer_tokens=6), False)
+    assert len(list((parted / "generated").glob("*.png"))) == 4
+    assert not (parted / "vqa.jsonl").exists() and not (parted / "eval.json").exists()
+
+    monkeypatch.setattr(LLMCXR, "generate_image", real)
+    resumed = run_evaluation(
+        config(model_dir, world, parted, classifier=classifier, max_answer_tokens=6), False
+    )
+    assert resumed["generated_this_run"] == {
+        "reports": 0,
+        "images": len(test) - 4,
+        "vqa": scores["data"]["n_vqa"],
+    }
+    assert json.dumps(scores_only(resumed), sort_keys=True) == json.dumps(scores_only(scores), sort_keys=True)
+
+
+def test_changed_settings_are_refused_unless_restart(model_dir, world, classifier, tmp_path) -> None:
+    out = tmp_path / "run"
+    # A limit only picks the first items: growing it later generates the rest, and keeps the first.
+    two = run_evaluation(
+        config(model_dir, world, out, classifier=classifier, tasks=("report",), limit=2), False
+    )
+    assert two["generated_this_run"] == {"reports": 2} and two["data"]["n_items"] == 2
+    first = run_evaluation(config(model_dir, world, out, classifier=classifier, tasks=("report",)), False)
+    assert first["generated_this_run"] == {"reports": first["data"]["n_items"] - 2}
+    assert set(first["generated_this_run"]) == {"reports"} and "report_to_cxr" not in first
+    assert not (out / "roc_curves.png").exists()
+    # A bigger batch is not a generation setting: the run continues (nothing left to generate).
+    again = run_evaluation(
+        config(model_dir, world, out, classifier=classifier, tasks=("report",), batch_size=4), False
+    )
+    assert again["generated_this_run"] == {"reports": 0}
+    with pytest.raises(BadInputError, match="seed: 0 -> 1"):
+        run_evaluation(config(model_dir, world, out, classifier=classifier, tasks=("report",), seed=1), False)
+    redone = run_evaluation(
+        config(model_dir, world, out, classifier=classifier, tasks=("report",), seed=1, restart=True), False
+    )
+    assert redone["generated_this_run"] == {"reports": first["data"]["n_items"]}
+
+
+def test_classifier_trained_and_cached_when_none_given(model_dir, world, tmp_path) -> None:
+    out = tmp_path / "run"
+    first = run_evaluation(config(model_dir, world, out, tasks=("image",), classifier_steps=2), False)
+    assert (out / "classifier" / "train_summary.json").is_file()
+    assert first["feature_network"]["source"].startswith("trained by this run")
+    assert (
+        first["feature_network"]["weights_sha256"]
+        == json.loads((out / "classifier" / "train_summary.json").read_text())["weights_sha256"]
+    )
+    cached = (out / "classifier" / "classifier.safetensors").stat().st_mtime_ns
+    run_evaluation(config(model_dir, world, out, tasks=("image",), classifier_steps=2), False)
+    assert (out / "classifier" / "classifier.safetensors").stat().st_mtime_ns == cached
+
+
+def test_bad_inputs_are_clear_errors(model_dir, world, tmp_path) -> None:
+    with pytest.raises(BadInputError, match="unknown or no tasks"):
+        run_evaluation(config(model_dir, world, tmp_path / "a", tasks=("draw",)), False)
+    with pytest.raises(BadInputError, match="'nowhere'"):
+        run_evaluation(config(model_dir, world, tmp_path / "a", split="nowhere"), False)
+    with pytest.raises(BadInputError, match="model folder not found"):
+        run_evaluation(config(tmp_path / "missing", world, tmp_path / "a"), False)
