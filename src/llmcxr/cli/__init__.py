@@ -12,6 +12,7 @@ from llmcxr.cli import eval as eval_cli
 from llmcxr.cli import generate as generate_cli
 from llmcxr.cli import vq as vq_cli
 from llmcxr.cli.demo import demo as demo_command
+from llmcxr.cli.serve import serve as serve_command
 from llmcxr.cli.train import train as train_command
 from llmcxr.errors import BadInputError
 
@@ -32,6 +33,7 @@ app.command("image")(generate_cli.image)
 app.command("ask")(generate_cli.ask)
 app.command("chat")(generate_cli.chat)
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

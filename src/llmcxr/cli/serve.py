@@ -1,0 +1,47 @@
+"""`llmcxr serve`: the web app and REST API over a trained model folder (``llmcxr.serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model folder written by `llmcxr train` (or the demo)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to bind; anything but loopback is reachable by others."
+    ),
+    port: int = typer.Option(7860, help="TCP port."),
+    max_queue: int = typer.Option(
+        64, "--max-queue", help="Requests that may wait for the model (more: 503)."
+    ),
+    timeout_s: float = typer.Option(
+        60.0, "--timeout-s", help="Seconds per request, queue wait included (504)."
+    ),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest request body in MB (413)."),
+    device: str | None = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
+    dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Mount the web app at / (the REST API is always on)."),
+) -> None:
+    """Serve the model: a web app at / and a REST API under /v1 (docs at /docs)."""
+    from llmcxr.serve import ServeConfig, require_serve_extra
+    from llmcxr.serve import serve as run
+
+    require_serve_extra()  # before the model loads
+    config = ServeConfig(
+        model=model,
+        host=host,
+        port=port,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        max_request_bytes=int(max_upload_mb * 1024 * 1024),
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        ui=ui,
+    )
+    run(config)

@@ -1,0 +1,52 @@
+"""What `llmcxr serve` runs with: one typed dataclass, safe by default (loopback, bounded everything)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmcxr.errors import BadInputError
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass
+class ServeConfig:
+    model: Path  # model folder written by `llmcxr train` (with its vq/ subfolder)
+    host: str = "127.0.0.1"  # loopback only; another address is a deliberate choice (warned about)
+    port: int = 7860
+    max_queue: int = 64  # requests waiting for the model; one more gets 503
+    timeout_s: float = 60.0  # per request, queue wait included; over it gets 504
+    max_request_bytes: int = 20 * 1024 * 1024  # whole request body (uploads included); over it gets 413
+    max_text_chars: int = 4000  # each report / question / instruction
+    max_new_tokens: int = 256  # longest text reply
+    max_samples: int = 8  # images per report->CXR request in the web app
+    device: str | None = None  # None: cuda if present, else cpu
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    ui: bool = True  # mount the Gradio web app at /
+
+    def check(self) -> None:
+        """Raise BadInputError for a setting that cannot work."""
+        bounds = {
+            "port": (self.port, 1, 65535),
+            "max_queue": (self.max_queue, 1, None),
+            "max_request_bytes": (self.max_request_bytes, 1, None),
+            "max_text_chars": (self.max_text_chars, 1, None),
+            "max_new_tokens": (self.max_new_tokens, 1, None),
+            "max_samples": (self.max_samples, 1, None),
+        }
+        for name, (value, low, high) in bounds.items():
+            if value < low or (high is not None and value > high):
+                raise BadInputError(name, f"{value} is outside {low}..{high or 'any'}")
+        if not self.timeout_s > 0:
+            raise BadInputError("timeout_s", f"must be positive, got {self.timeout_s}")
+
+    def is_loopback(self) -> bool:
+        if self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

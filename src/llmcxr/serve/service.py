@@ -1,0 +1,110 @@
+"""What the REST API and the web app share: the model worker, the limits, the jobs they submit.
+
+Both front ends call these methods, so a request from the browser and one from ``curl`` wait in the
+same queue and obey the same limits.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from llmcxr.errors import BadInputError
+from llmcxr.generation import SamplingConfig
+from llmcxr.serve.config import ServeConfig
+from llmcxr.serve.examples import Example
+from llmcxr.serve.worker import ModelWorker
+
+GUIDANCE_RANGE = (0.0, 20.0)  # classifier-free guidance; 1 = none, LLM-CXR's figures use up to ~5
+MAX_SEED = 2**31 - 1
+
+
+@dataclass
+class Service:
+    config: ServeConfig
+    worker: ModelWorker
+    examples: list[Example]
+    model_name: str
+
+    @property
+    def model(self) -> Any:  # llmcxr.generation.LLMCXR
+        return self.worker.model
+
+    def health(self) -> dict[str, Any]:
+        vq = self.model.vq
+        return {
+            "status": "ok",
+            "model": self.model_name,
+            "device": str(self.model.device),
+            "dtype": str(self.model.model.dtype).removeprefix("torch."),
+            "image_size": vq.cfg.resolution if vq is not None else None,
+            "queue_depth": self.worker.depth,
+            "max_queue": self.config.max_queue,
+            "timeout_s": self.config.timeout_s,
+        }
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def check_text(self, field: str, text: str | None, required: bool = True) -> str:
+        """Strip and bound a user's text; raises BadInputError naming the field."""
+        text = (text or "").strip()
+        if required and not text:
+            raise BadInputError(field, "is empty", f"give the {field} text")
+        if len(text) > self.config.max_text_chars:
+            raise BadInputError(
+                field,
+                f"{len(text):,} characters is over the limit of {self.config.max_text_chars:,}",
+                "shorten it",
+            )
+        return text
+
+    def sampling(self, seed: int, greedy: bool) -> SamplingConfig:
+        if not 0 <= seed <= MAX_SEED:
+            raise BadInputError("seed", f"{seed} is outside 0..{MAX_SEED}")
+        return SamplingConfig(do_sample=not greedy, max_new_tokens=self.config.max_new_tokens, seed=seed)
+
+    # --- jobs (each returns the worker's Future) ----------------------------------------------------
+
+    def report(self, pixels: np.ndarray, seed: int = 0, greedy: bool = False) -> Future:
+        sampling = self.sampling(seed, greedy)
+        return self.worker.submit(lambda model: model.report(pixels, sampling=sampling))
+
+    def answer(self, pixels: np.ndarray, question: str, seed: int = 0, greedy: bool = False) -> Future:
+        question = self.check_text("question", question)
+        sampling = self.sampling(seed, greedy)
+        return self.worker.submit(lambda model: model.answer(pixels, question, sampling=sampling))
+
+    def chat(self, instruction: str, context: str | None, seed: int = 0, greedy: bool = False) -> Future:
+        instruction = self.check_text("instruction", instruction)
+        context = self.check_text("input", context, required=False) or None
+        sampling = self.sampling(seed, greedy)
+        return self.worker.submit(lambda model: model.chat(instruction, context, sampling=sampling))
+
+    def image(
+        self,
+        report: str,
+        guidance_scale: float = 1.0,
+        n: int = 1,
+        seed: int = 0,
+        greedy: bool = False,
+        progress: Any = None,
+    ) -> Future:
+        """Future of a list of ``n`` ImageResults (progress: called with images finished per batch)."""
+        report = self.check_text("report", report)
+        low, high = GUIDANCE_RANGE
+        if not low <= guidance_scale <= high:
+            raise BadInputError("guidance_scale", f"{guidance_scale} is outside {low}..{high}")
+        if not 1 <= n <= self.config.max_samples:
+            raise BadInputError("n", f"{n} images is outside 1..{self.config.max_samples}")
+        sampling = replace(self.sampling(seed, greedy), seed=seed)
+
+        def job(model):
+            results = model.generate_image(
+                [report], guidance_scale, n, seed, sampling, batch_size=4, progress=progress
+            )
+            return results if isinstance(results, list) else [results]
+
+        return self.worker.submit(job)

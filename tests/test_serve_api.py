@@ -1,0 +1,390 @@
+"""`llmcxr serve`'s REST API on a tiny random model: endpoints, JSON errors, limits, queue, timeout, files."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from _tiny_vq import MICRO_VQ
+from llmcxr.errors import BadInputError
+from llmcxr.generation import LLMCXR, SamplingConfig
+from llmcxr.imaging import load_image
+from llmcxr.model import (
+    ScratchConfig,
+    add_cxr_tokens,
+    build_scratch_model,
+    save_llmcxr_folder,
+    train_bpe_tokenizer,
+)
+from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION
+from llmcxr.serve import ServeConfig, build_app
+from llmcxr.serve import server as serve_server
+from llmcxr.vq import VQGAN, save_vqgan
+
+for _module in ("fastapi", "gradio", "multipart", "uvicorn"):
+    pytest.importorskip(_module, reason="the serve extra is not installed (pip install 'llmcxr[serve]')")
+TestClient = pytest.importorskip("fastapi.testclient").TestClient
+
+REPORTS = [
+    "FINDINGS: The heart is normal in size. The lungs are clear. IMPRESSION: No acute disease.",
+    "FINDINGS: Moderate cardiomegaly. Small left pleural effusion. IMPRESSION: Cardiomegaly.",
+    "Is there cardiomegaly? yes no. What is a chest X-ray used for?",
+]
+# 16 px, f4 -> 4 x 4 = 16 image tokens from a 16-code book: a VQ-GAN that builds in milliseconds.
+TINY_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)
+TINY_LM = ScratchConfig(
+    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512
+)
+MAX_NEW_TOKENS = 24  # short replies keep every request to milliseconds
+
+
+def build_tiny_model_folder(root: Path) -> Path:
+    """A model folder with random weights: BPE tokenizer + control/image tokens + GPT-NeoX + VQ-GAN."""
+    tokenizer = train_bpe_tokenizer(
+        REPORTS * 5 + [INTRO_BLURB, "Input:\n", *REPORT_GENERATION, *IMAGE_GENERATION], 400
+    )
+    image_tokens = add_cxr_tokens(tokenizer, TINY_VQ.codebook_size, TINY_VQ.num_tokens, CONTROL_TOKENS)
+    torch.manual_seed(0)
+    model = build_scratch_model(TINY_LM, len(tokenizer))
+    save_vqgan(VQGAN(TINY_VQ).eval(), root / "vq")
+    return save_llmcxr_folder(
+        model, tokenizer, image_tokens, root / "run" / "model", root / "vq", {"stage": 1}
+    )
+
+
+def cxr_png(seed: int = 0, size: tuple[int, int] = (96, 80)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size[::-1], dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cxr_jpeg(seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(cxr_png(seed))).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def cxr_dicom(path: Path) -> bytes:
+    """A minimal single-frame DX DICOM, uncompressed, 12 bits stored in 16."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = 72, 64
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.round(np.linspace(0, 4095, 72 * 64)).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    return build_tiny_model_folder(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def llm(model_folder) -> LLMCXR:
+    return LLMCXR.from_pretrained(model_folder, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def client(model_folder, llm):
+    """The full app (REST + web app), its lifespan running."""
+    config = ServeConfig(model=model_folder, max_new_tokens=MAX_NEW_TOKENS)
+    with TestClient(build_app(config, model=llm)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def strict_client(model_folder, llm):
+    """REST only, with tight limits: 10 kB bodies, a queue of 1, a 0.3 s timeout."""
+    config = ServeConfig(
+        model=model_folder,
+        max_new_tokens=MAX_NEW_TOKENS,
+        max_request_bytes=10_000,
+        max_queue=1,
+        timeout_s=0.3,
+        ui=False,
+    )
+    with TestClient(build_app(config, model=llm)) as test_client:
+        yield test_client
+
+
+def sampling(seed: int = 0) -> SamplingConfig:
+    return SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, seed=seed)
+
+
+# --- the endpoints ------------------------------------------------------------------------------
+
+
+def test_health(client):
+    reply = client.get("/v1/health")
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "status": "ok",
+        "model": "serve0",  # run/model -> the run's folder (pytest's mktemp name)
+        "device": "cpu",
+        "dtype": "float32",
+        "image_size": 16,
+        "queue_depth": 0,
+        "max_queue": 64,
+        "timeout_s": 60.0,
+    }
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "dicom"])
+def test_report_from_each_upload_kind_matches_the_library(client, llm, tmp_path, kind):
+    data = {"png": cxr_png, "jpeg": cxr_jpeg, "dicom": lambda: cxr_dicom(tmp_path / "cxr.dcm")}[kind]()
+    (tmp_path / "upload").write_bytes(data)
+    expected = llm.report(load_image(tmp_path / "upload"), sampling=sampling(3)).text
+    reply = client.post("/v1/report", files={"image": (f"cxr.{kind}", data)}, data={"seed": "3"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["text"] == expected
+    assert isinstance(body["stopped"], bool) and body["seconds"] >= body["compute_s"] > 0
+
+
+def test_image_is_a_png_of_the_model_resolution_and_seeded(client, llm):
+    request = {"report": REPORTS[1], "guidance_scale": 2.0, "seed": 5}
+    first = client.post("/v1/image", json=request)
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "image/png" and first.headers["x-seed"] == "5"
+    image = Image.open(io.BytesIO(first.content))
+    assert image.format == "PNG" and image.size == (16, 16) and image.mode == "L"
+    expected = llm.generate_image(REPORTS[1], guidance_scale=2.0, seed=5, sampling=sampling(5)).image
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    assert client.post("/v1/image", json=request).content == first.content  # same seed, same bytes
+
+
+def test_answer_and_chat(client, llm):
+    question = "Is there cardiomegaly?"
+    reply = client.post(
+        "/v1/answer", files={"image": ("a.png", cxr_png(1))}, data={"question": question, "seed": "2"}
+    )
+    assert reply.status_code == 200, reply.text
+    pixels = load_image(Image.open(io.BytesIO(cxr_png(1))))
+    assert reply.json()["text"] == llm.answer(pixels, question, sampling=sampling(2)).text
+    chat = client.post("/v1/chat", json={"instruction": "What is a chest X-ray used for?", "seed": 1})
+    assert chat.status_code == 200
+    assert chat.json()["text"] == llm.chat("What is a chest X-ray used for?", sampling=sampling(1)).text
+
+
+def test_openapi_lists_the_endpoints(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/report", "/v1/image", "/v1/answer", "/v1/chat", "/v1/health"} <= set(schema["paths"])
+    assert "image/png" in schema["paths"]["/v1/image"]["post"]["responses"]["200"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+# --- errors are JSON with a reason ----------------------------------------------------------------
+
+
+def test_bad_image_bytes(client):
+    reply = client.post("/v1/report", files={"image": ("/home/me/notes.png", b"not an image at all")})
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "bad_input",
+        "reason": "upload 'notes.png': not an image (no reader recognises this file)",
+    }
+    small = client.post("/v1/report", files={"image": ("s.png", cxr_png(0, (32, 32)))})
+    assert small.status_code == 400 and "smaller than the minimum side of 64" in small.json()["reason"]
+    broken = client.post("/v1/report", files={"image": ("b.dcm", b"\0" * 128 + b"DICM" + b"\x01" * 50)})
+    assert broken.status_code == 400 and "DICOM" in broken.json()["reason"]
+
+
+def test_missing_fields_and_out_of_range_values(client):
+    missing = client.post("/v1/report")
+    assert missing.status_code == 422
+    assert missing.json() == {"error": "invalid_request", "reason": "image: Field required"}
+    no_question = client.post("/v1/answer", files={"image": ("a.png", cxr_png())})
+    assert no_question.status_code == 422 and "question: Field required" in no_question.json()["reason"]
+    guidance = client.post("/v1/image", json={"report": "x", "guidance_scale": 50})
+    assert guidance.status_code == 422 and guidance.json()["reason"].startswith("guidance_scale:")
+    not_json = client.post("/v1/image", content=b"{", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422 and not_json.json()["error"] == "invalid_request"
+    assert client.get("/v1/nothing").json() == {
+        "error": "not_found",
+        "reason": "no endpoint /v1/nothing; the API is listed at /docs",
+    }
+    wrong_method = client.get("/v1/report")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+
+
+def test_text_limits(client):
+    too_long = client.post("/v1/image", json={"report": "a" * 4001})
+    assert too_long.status_code == 400
+    assert too_long.json()["reason"] == "report: 4,001 characters is over the limit of 4,000. shorten it"
+    empty = client.post("/v1/chat", json={"instruction": "   "})
+    assert empty.status_code == 400 and empty.json()["reason"].startswith("instruction: is empty")
+
+
+def test_request_over_the_size_limit(strict_client):
+    reply = strict_client.post("/v1/report", files={"image": ("big.png", b"\0" * 20_000)})
+    assert reply.status_code == 413
+    assert reply.json()["error"] == "too_large" and "over the limit of 10,000 bytes" in reply.json()["reason"]
+
+    def chunks():  # no Content-Length: counted while it streams
+        for _ in range(20):
+            yield b"\0" * 1000
+
+    streamed = strict_client.post("/v1/chat", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"] == "too_large"
+
+
+# --- queue, concurrency, timeout ------------------------------------------------------------------
+
+
+def block_worker(client) -> tuple[threading.Event, threading.Event]:
+    """Occupy the model worker with a job that runs until ``release`` is set; returns (started, release)."""
+    started, release = threading.Event(), threading.Event()
+
+    def job(model):
+        started.set()
+        release.wait(10)
+
+    client.app.state.service.worker.submit(job)
+    assert started.wait(5)
+    return started, release
+
+
+def test_concurrent_requests_all_succeed_in_order(client):
+    def one(i: int):
+        return client.post("/v1/report", files={"image": ("a.png", cxr_png(i))}, data={"seed": str(i)})
+
+    serial = [one(i).json()["text"] for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(one, range(8)))
+    assert [r.status_code for r in replies] == [200] * 8
+    assert [r.json()["text"] for r in replies] == serial  # queued, not mixed up
+
+
+def test_timeout_gives_504_and_the_worker_carries_on(strict_client):
+    _, release = block_worker(strict_client)
+    try:
+        reply = strict_client.post("/v1/chat", json={"instruction": "Hello"})
+    finally:
+        release.set()
+    assert reply.status_code == 504
+    assert reply.json()["error"] == "timeout" and "no result within 0.3 s" in reply.json()["reason"]
+    after = strict_client.post("/v1/chat", json={"instruction": "Hello"})
+    assert after.status_code == 200
+
+
+def test_full_queue_gives_503(strict_client):
+    _, release = block_worker(strict_client)
+    worker = strict_client.app.state.service.worker
+    try:
+        worker.submit(lambda model: None)  # fills the queue of one
+        assert strict_client.get("/v1/health").json()["queue_depth"] == 2
+        reply = strict_client.post("/v1/chat", json={"instruction": "Hello"})
+    finally:
+        release.set()
+    assert reply.status_code == 503
+    assert reply.json() == {
+        "error": "queue_full",
+        "reason": "1 requests are already waiting for the model; retry in a few seconds",
+    }
+
+
+# --- security defaults ----------------------------------------------------------------------------
+
+
+def test_defaults_bind_loopback_only():
+    config = ServeConfig(model=Path("m"))
+    assert config.host == "127.0.0.1" and config.is_loopback()
+    assert ServeConfig(model=Path("m"), host="localhost").is_loopback()
+    assert not ServeConfig(model=Path("m"), host="0.0.0.0").is_loopback()
+    with pytest.raises(BadInputError, match="max_queue: 0 is outside"):
+        ServeConfig(model=Path("m"), max_queue=0).check()
+
+
+def test_non_loopback_host_is_warned_about(monkeypatch, capsys, tmp_path):
+    import uvicorn
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # else serve() makes a private one
+    calls = []
+    monkeypatch.setattr(serve_server, "build_app", lambda config: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    serve_server.serve(ServeConfig(model=Path("m")))
+    assert calls[-1]["host"] == "127.0.0.1" and "warning" not in capsys.readouterr().err
+    serve_server.serve(ServeConfig(model=Path("m"), host="0.0.0.0"))
+    assert calls[-1]["host"] == "0.0.0.0" and "warning: serving on 0.0.0.0" in capsys.readouterr().err
+
+
+def test_no_files_from_arbitrary_paths(client, tmp_path):
+    secret = tmp_path / "private.txt"  # in the system temp folder, like the server's own files
+    secret.write_text("TOPSECRET-42")
+    for path in ["/etc/passwd", str(secret), "../../../../etc/passwd", "..%2F..%2Fetc%2Fpasswd"]:
+        reply = client.get(f"/gradio_api/file={path}")
+        assert reply.status_code in (403, 404), path
+        assert "TOPSECRET" not in reply.text and "root:" not in reply.text
+    proxied = client.get("/gradio_api/file=https://example.com/x.png")
+    assert proxied.status_code == 403 and proxied.json()["error"] == "forbidden"
+    assert client.get("/gradio_api/file/http://127.0.0.1:1/").status_code == 403
+    # the server's own examples are served
+    example = client.app.state.service.examples[0].image
+    assert client.get(f"/gradio_api/file={example}").status_code == 200
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "gradio" else real(name))
+    with pytest.raises(
+        BadInputError, match=r"missing: gradio\). install them with: pip install 'llmcxr\[serve\]'"
+    ):
+        serve_server.require_serve_extra()
+
+
+def test_cli_serve_is_registered_and_refuses_a_missing_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from llmcxr.cli import app
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["serve", "--help"]).output
+    assert "--max-queue" in help_text and "--timeout-s" in help_text and "127.0.0.1" in help_text
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path / "nope")])
+    assert isinstance(result.exception, BadInputError)
+    assert "model folder not found" in str(result.exception)
+
+
+def test_web_app_handlers_share_the_worker_and_explain_errors(client, tmp_path):
+    import gradio as gr
+
+    from llmcxr.serve.ui import UI
+
+    ui = UI(client.app.state.service)
+    quiet = lambda *args, **kwargs: None  # noqa: E731 - stands in for gr.Progress
+    good, bad = tmp_path / "cxr.png", tmp_path / "bad.png"
+    good.write_bytes(cxr_png(4))
+    bad.write_bytes(b"nope")
+    api = client.post("/v1/report", files={"image": ("cxr.png", cxr_png(4))}, data={"seed": "2"}).json()
+    assert ui.report(str(good), 2, progress=quiet) == api["text"]
+    assert ui.preview(str(good)).size == (96, 80)
+    with pytest.raises(gr.Error, match="Upload a chest X-ray first"):
+        ui.report(None, 0, progress=quiet)
+    with pytest.raises(gr.Error, match="upload 'bad.png': not an image"):
+        ui.report(str(bad), 0, progress=quiet)
+    with pytest.raises(gr.Error, match="question: is empty"):
+        ui.answer(str(good), " ", 0, progress=quiet)
+    drawn = ui.image(REPORTS[0], 1.5, 3, 7, False, progress=quiet)
+    assert [caption for _, caption in drawn] == [f"seed {s}, guidance 1.5" for s in (7, 8, 9)]
+    assert drawn[0][0].size == (256, 256)  # 16 px upscaled for viewing
