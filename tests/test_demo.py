@@ -1,4 +1,5 @@
-"""`llmcxr demo` end to end on a tiny world: the page has all four tasks with their images."""
+"""`llmcxr demo` end to end: the page has all four tasks with their images, with the shipped model and
+with one trained here."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from llmcxr.demo import run_demo
+from llmcxr.demo import SHIPPED_MODEL, run_demo
 from llmcxr.errors import BadInputError
 
 
-def test_demo_writes_page_with_four_tasks_and_reuses_stages(tmp_path: Path) -> None:
-    page = run_demo(tmp_path, n_images=40, train_seconds=6, progress=False)
+def _sections(page: Path) -> list[str]:
     text = page.read_text()
     for title in ("CXR &rarr; report", "Report &rarr; CXR", "Visual question answering", "Text instruction"):
         assert f"<h2>{title}</h2>" in text
-    sections = text.split("<section>")[1:]
+    return text.split("<section>")[1:]
+
+
+def test_demo_trains_here_writes_page_with_four_tasks_and_reuses_stages(tmp_path: Path) -> None:
+    sections = _sections(run_demo(tmp_path, n_images=40, train_seconds=6, progress=False, train=True))
     images = [len(re.findall(r'<img src="data:image/png;base64,', s)) for s in sections]
     assert images[0] >= 1 and images[1] >= 2 and images[2] >= 1 and images[3] == 0
     summary = json.loads((tmp_path / "demo.json").read_text())
@@ -28,11 +32,24 @@ def test_demo_writes_page_with_four_tasks_and_reuses_stages(tmp_path: Path) -> N
 
     # A second run reuses the world, the tokens and the model: only generation runs again.
     start = time.perf_counter()
-    run_demo(tmp_path, n_images=40, train_seconds=6, progress=False)
+    run_demo(tmp_path, n_images=40, train_seconds=6, progress=False, train=True)
     again = json.loads((tmp_path / "demo.json").read_text())
     assert again["timings_s"]["train"] < 2.0 and time.perf_counter() - start < 15
 
 
 def test_demo_rejects_too_few_images(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="at least 20"):
-        run_demo(tmp_path, n_images=5, train_seconds=5, progress=False)
+        run_demo(tmp_path, n_images=5, train_seconds=5, progress=False, train=True)
+
+
+@pytest.mark.skipif(
+    not (SHIPPED_MODEL / "config.json").is_file(), reason="checkpoints/llmcxr-tiny not in this tree"
+)
+def test_demo_with_the_shipped_model_uses_new_images(tmp_path: Path) -> None:
+    sections = _sections(run_demo(tmp_path, seed=0, progress=False))
+    assert len(sections) == 4 and all("<figure>" in s for s in sections[:3])
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["source"] == "shipped checkpoint" and set(summary["timings_s"]) == {"world", "generate"}
+    # The demo world is drawn with another seed than the training world: no image id is shared.
+    shown = {e["image_id"] for e in summary["outputs"]["report"]}
+    assert shown and not any(i.startswith("synth0-") for i in shown)

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from _tiny_vq import MICRO_VQ
+from llmcxr.errors import BadInputError
 from llmcxr.vq import VQTrainConfig, load_vqgan
 from llmcxr.vq.discriminator import PatchDiscriminator
 from llmcxr.vq.losses import LPIPS, RandomFeaturePerceptual, adaptive_weight, hinge_discriminator_loss
@@ -215,3 +216,69 @@ def test_clinical_densenet_loads_xrv_names_and_drives_the_loss(tmp_path: Path) -
         clinical,
     )
     assert parts["clin"] > 0
+
+
+def _split_manifest(manifest: Path) -> Path:
+    """The test manifest as JSONL with a world-style split column (patients 0-3 train, 4 validate, 5 test)."""
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    split = {"patient4": "validate", "patient5": "test"}
+    out = manifest.with_name("manifest.jsonl")
+    out.write_text("".join(json.dumps({**r, "split": split.get(r["patient"], "train")}) + "\n" for r in rows))
+    return out
+
+
+def test_split_column_trains_on_train_rows_and_never_sees_test(tmp_path: Path) -> None:
+    from llmcxr.vq.train import split_by_column
+
+    manifest = _split_manifest(write_dataset(tmp_path / "data"))
+    train, held = split_by_column(manifest, "split")
+    assert len(train) == 8 and len(held) == 2
+    assert all("p5_" not in p.name for p in [*train, *held])
+    with pytest.raises(BadInputError, match="no rows with nosuch = train"):
+        split_by_column(manifest, "nosuch")
+
+
+def test_decoder_only_fine_tuning_keeps_every_image_token(tmp_path: Path) -> None:
+    """init_from + decoder_only + the finding classifier as clinical network: the decoder changes, the
+    encoder and codebook (so every image's tokens) do not."""
+    from llmcxr.metrics.finding_classifier import (
+        FindingClassifier,
+        FindingClassifierConfig,
+        save_finding_classifier,
+    )
+
+    manifest = _split_manifest(write_dataset(tmp_path / "data"))
+    base = micro_config(manifest, tmp_path / "base", split_column="split", discriminator_start=100)
+    train_vqgan(base, progress=False)
+    torch.manual_seed(0)
+    save_finding_classifier(FindingClassifier(FindingClassifierConfig(channels=(4, 8))), tmp_path / "clf")
+    tuned_cfg = micro_config(
+        manifest,
+        tmp_path / "tuned",
+        split_column="split",
+        init_from=tmp_path / "base" / "final",
+        decoder_only=True,
+        clinical_classifier=tmp_path / "clf",
+        clinical_weight=1.0,
+        discriminator_start=100,
+        lr=1e-2,
+    )
+    final = train_vqgan(tuned_cfg, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()]
+    assert any(line.get("clin", 0) > 0 for line in lines)
+    before, after = load_vqgan(tmp_path / "base" / "final"), load_vqgan(tmp_path / "tuned" / "final")
+    images = torch.rand(6, 1, MICRO.resolution, MICRO.resolution) * 2 - 1
+    assert torch.equal(before.encode(images), after.encode(images))
+    changed = [k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])]
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.", "quantize.usage")) for k in changed)
+    assert final["step"] == 6
+
+
+def test_init_from_refuses_another_architecture(tmp_path: Path) -> None:
+    manifest = write_dataset(tmp_path / "data")
+    train_vqgan(micro_config(manifest, tmp_path / "a", steps=1), progress=False)
+    other = dataclasses.replace(MICRO, codebook_size=32)
+    cfg = micro_config(manifest, tmp_path / "b", model=other, init_from=tmp_path / "a" / "final")
+    with pytest.raises(BadInputError, match="architecture differs"):
+        train_vqgan(cfg, progress=False)

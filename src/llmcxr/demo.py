@@ -1,9 +1,12 @@
 """`llmcxr demo`: the whole system on a fresh machine, with no data and no downloads.
 
 1. builds a small synthetic world of 64 px chest X-rays with template reports (``llmcxr.synth``);
-2. encodes it with the shipped tiny VQ-GAN (``checkpoints/vq-tiny``: 8x8 = 64 tokens, 512 codes);
-3. trains the tiny LM from scratch with ``recipes/tiny-cpu.yaml``'s settings under a wall-clock cap;
-4. runs the four tasks on test-split records (CXR -> report, report -> CXR, VQA, a text instruction)
+2. gets a model: by default the shipped ``checkpoints/llmcxr-tiny`` (trained by the project with
+   ``recipes/tiny-synth.yaml``; the world is then drawn with another seed, so its images are new to
+   the model); with ``train=True`` (or without the checkpoint) it encodes the world with the shipped
+   tiny VQ-GAN (``checkpoints/vq-tiny``: 8x8 = 64 tokens, 512 codes) and trains the tiny LM from
+   scratch with ``recipes/tiny-cpu.yaml``'s settings under a wall-clock cap;
+3. runs the four tasks on test-split records (CXR -> report, report -> CXR, VQA, a text instruction)
    and writes ``demo.html`` (self-contained: base64 PNGs, escaped text) and ``demo.json`` (timings,
    everything generated).
 
@@ -40,6 +43,11 @@ REPO = (
     Path(llmcxr.__file__).resolve().parents[2]
 )  # src/llmcxr/__init__.py -> the repository (editable install)
 VQ_FOLDER = REPO / "checkpoints" / "vq-tiny"
+SHIPPED_MODEL = REPO / "checkpoints" / "llmcxr-tiny"
+SHIPPED_WORLD_SEED = (
+    10_000  # + --seed: the shipped model was trained on the seed-0 world; these images are new
+)
+SHIPPED_WORLD_IMAGES = 40  # enough for a test split to show examples from
 RECIPE = REPO / "recipes" / "tiny-cpu.yaml"
 SIZE = 64  # px: the tiny VQ-GAN's resolution
 EXAMPLES = 2  # test records shown per task
@@ -263,9 +271,7 @@ def render_page(results: dict[str, Any], summary: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings_s"].items())
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>llmcxr demo</title><style>{STYLE}</style>"
-        f"</head><body><h1>llmcxr demo</h1><p class='note'>A {summary['parameters']:,}-parameter model trained "
-        f"from scratch for {summary['train_seconds']:.0f} s on {summary['images']} synthetic 64 px images: "
-        "the outputs show the system working end to end; they are not clinically accurate.</p>"
+        f"</head><body><h1>llmcxr demo</h1><p class='note'>Model: {html.escape(summary['about'])}</p>"
         f"<p>Stages: {html.escape(stages)}.</p>{body}</body></html>"
     )
 
@@ -299,9 +305,11 @@ def run_demo(
     train_seconds: float = 150.0,
     seed: int = 0,
     progress: bool = True,
+    train: bool = False,
 ) -> Path:
-    """Build, encode, train and run the four tasks under ``out_dir``; returns the HTML page's path."""
-    if n_images < 20:
+    """Build a world, get a model (the shipped one, or train with ``train=True``) and run the four
+    tasks under ``out_dir``; returns the HTML page's path."""
+    if train and n_images < 20:
         raise BadInputError(
             None, f"--images must be at least 20, got {n_images}", "the world needs a test split"
         )
@@ -309,6 +317,10 @@ def run_demo(
         raise BadInputError(None, f"--train-seconds must be positive, got {train_seconds}", "")
     out_dir = Path(out_dir)
     vq, recipe_path = find_inputs()
+    shipped = not train and (SHIPPED_MODEL / "config.json").is_file()
+    world_seed, world_images = (
+        (SHIPPED_WORLD_SEED + seed, SHIPPED_WORLD_IMAGES) if shipped else (seed, n_images)
+    )
     console = Console(quiet=not progress)
     timings: dict[str, float] = {}
     bars = Progress(
@@ -321,41 +333,71 @@ def run_demo(
     )
     with one_thread(), bars:
         start = time.perf_counter()
-        world_bar = bars.add_task("build the synthetic world", total=n_images)
+        world = out_dir / ("world-new" if shipped else "world")
+        world_bar = bars.add_task("build the synthetic world", total=world_images)
         build_synthetic_world(
-            out_dir / "world",
-            n_images,
-            seed,
+            world,
+            world_images,
+            world_seed,
             lambda done, total: bars.update(world_bar, completed=done, total=total),
         )
-        bars.update(world_bar, completed=n_images)
+        bars.update(world_bar, completed=world_images)
         timings["world"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        encode_world(out_dir / "world", out_dir / "tokens", vq, show=progress)
-        timings["encode"] = time.perf_counter() - start
+        if shipped:
+            model_dir, summary = SHIPPED_MODEL, shipped_summary(SHIPPED_MODEL)
+        else:
+            start = time.perf_counter()
+            encode_world(world, out_dir / "tokens", vq, show=progress)
+            timings["encode"] = time.perf_counter() - start
+            start = time.perf_counter()
+            recipe = demo_recipe(out_dir, vq, recipe_path, train_seconds)
+            model_dir = train_model(recipe, bars)
+            timings["train"] = time.perf_counter() - start
+            summary = trained_summary(Path(recipe.output_dir), n_images, train_seconds)
 
         start = time.perf_counter()
-        recipe = demo_recipe(out_dir, vq, recipe_path, train_seconds)
-        model_dir = train_model(recipe, bars)
-        timings["train"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        results = run_tasks(model_dir, shown_records(out_dir / "world"), seed, bars)
+        results = run_tasks(model_dir, shown_records(world), seed, bars)
         timings["generate"] = time.perf_counter() - start
 
-    log = json.loads((Path(recipe.output_dir) / "train_log.json").read_text())
-    summary = {
-        "images": n_images,
-        "train_seconds": train_seconds,
-        "train_steps": max((e.get("step", 0) for e in log["log_history"]), default=0),
-        "parameters": log["num_parameters"],
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "generation_s": {k: round(v, 2) for k, v in results["timings"].items()},
-        "model": str(model_dir),
-    }
+    summary.update(
+        {
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "generation_s": {k: round(v, 2) for k, v in results["timings"].items()},
+            "model": str(model_dir),
+        }
+    )
     page = out_dir / "demo.html"
     atomic.write_text(page, render_page(results, summary))
     atomic.write_json(out_dir / "demo.json", {**summary, "outputs": json_summary(results)})
     console.print(f"[bold green]demo page:[/] {page.resolve()}")
     return page
+
+
+def trained_summary(run_dir: Path, n_images: int, train_seconds: float) -> dict[str, Any]:
+    log = json.loads((run_dir / "train_log.json").read_text())
+    steps = max((e.get("step", 0) for e in log["log_history"]), default=0)
+    return {
+        "source": "trained here",
+        "images": n_images,
+        "train_seconds": train_seconds,
+        "train_steps": steps,
+        "parameters": log["num_parameters"],
+        "about": f"trained from scratch for {train_seconds:.0f} s ({steps} steps) on {n_images} synthetic "
+        "64 px images: the outputs show the system working end to end; they are not clinically accurate.",
+    }
+
+
+def shipped_summary(model_dir: Path) -> dict[str, Any]:
+    """What the shipped checkpoint is, from the files next to it (``SHIPPED.json``)."""
+    about = json.loads((model_dir / "SHIPPED.json").read_text())
+    return {
+        "source": "shipped checkpoint",
+        "parameters": about["parameters"],
+        "train_steps": about["train_steps"],
+        "about": f"the shipped {about['parameters']:,}-parameter model ({model_dir.name}), trained by the "
+        f"project for {about['train_minutes']:.0f} minutes on one CPU core with {about['recipe']} "
+        f"({about['train_steps']} steps, {about['train_images']} synthetic training images); the images "
+        "below come from a world drawn with another seed, new to the model. Synthetic 64 px images: "
+        "the outputs show the system working; they are not clinical.",
+    }

@@ -185,6 +185,10 @@ class VQTrainConfig:
     lpips_weights: Path | None = None
     """Optional LPIPS (VGG16) weights as safetensors, e.g. extracted from the LLM-CXR checkpoint by
     `llmcxr vq convert`; None = the offline random-feature perceptual loss."""
+    decoder_only: bool = False
+    """Train the decoder alone (encoder and codebook frozen, no dead-code restarts): the image tokens stay
+    exactly as they were, so a language model trained on them keeps working, while the decoder learns to
+    draw more of what the tokens hold (as Stable Diffusion's ft-MSE autoencoder was made)."""
     clinical_classifier: Path | None = None
     """Optional finding classifier folder (`llmcxr eval train-classifier`) for the clinical feature loss
     where no DenseNet weights exist (the synthetic world); used when `xrv_densenet_weights` is unset."""

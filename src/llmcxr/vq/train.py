@@ -99,7 +99,9 @@ def split_by_column(source: Path, column: str) -> tuple[list[Path], list[Path]]:
     holdout = sorted(p for p, split in splits.items() if split == "validate")
     if not train:
         raise BadInputError(
-            source, f"no rows with {column} = train", "give a manifest with a split column, or unset split_column"
+            source,
+            f"no rows with {column} = train",
+            "give a manifest with a split column, or unset split_column",
         )
     return train, holdout
 
@@ -383,7 +385,12 @@ def train_vqgan(
         from llmcxr.metrics.finding_classifier import load_finding_classifier
 
         clinical_net = ClinicalFeatureLoss(load_finding_classifier(cfg.clinical_classifier)).to(device)
-    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.decoder_only:
+        for frozen in (model.encoder, model.quant_conv, model.quantize):
+            frozen.requires_grad_(False)
+        model.quantize.dead_code_threshold = 0.0  # no restarts: every code keeps its vector
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt_g = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     start = load_checkpoint(out, model, disc, opt_g, opt_d) if resume else 0
     metrics_path = out / "metrics.jsonl"
