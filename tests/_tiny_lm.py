@@ -1,15 +1,26 @@
-"""Tiny tokenizers, models, records and token stores for the instruction-tuning tests (no network)."""
+"""Tiny tokenizers, models, model folders, records and token stores for the tests (no network)."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from llmcxr.model import ScratchConfig, add_cxr_tokens, build_scratch_model, train_bpe_tokenizer
-from llmcxr.prompt import CONTROL_TOKENS, INTRO_BLURB, REPORT_GENERATION
+from _tiny_vq import LM_VQ
+from llmcxr.model import (
+    ScratchConfig,
+    add_cxr_tokens,
+    build_scratch_model,
+    save_llmcxr_folder,
+    train_bpe_tokenizer,
+)
+from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION
+from llmcxr.vq import VQGAN, TokenStoreWriter, VQConfig, save_vqgan
 
 CODEBOOK = 16  # image tokens in the vocabulary
 TOKENS_PER_IMAGE = 9  # a 3 x 3 code grid
@@ -30,19 +41,39 @@ TINY_SCRATCH = ScratchConfig(
 )
 
 
-def tiny_tokenizer():
-    """(tokenizer with control + image tokens, ImageTokenMap, size before they were added)."""
-    corpus = REPORTS * 5 + [INTRO_BLURB, "Input:\n", *REPORT_GENERATION]
-    tokenizer = train_bpe_tokenizer(corpus, 400)
+def tiny_tokenizer(
+    reports: Sequence[str] = REPORTS * 5,
+    codebook: int = CODEBOOK,
+    tokens_per_image: int = TOKENS_PER_IMAGE,
+    instructions: Sequence[str] = REPORT_GENERATION,
+):
+    """(tokenizer with control + image tokens, ImageTokenMap, size before they were added): BPE
+    trained on ``reports`` and the prompt text around them."""
+    tokenizer = train_bpe_tokenizer([*reports, INTRO_BLURB, "Input:\n", *instructions], 400)
     old = len(tokenizer)
-    image_tokens = add_cxr_tokens(tokenizer, CODEBOOK, TOKENS_PER_IMAGE, CONTROL_TOKENS)
+    image_tokens = add_cxr_tokens(tokenizer, codebook, tokens_per_image, CONTROL_TOKENS)
     return tokenizer, image_tokens, old
 
 
-def tiny_model(vocab_size: int, seed: int = 0):
-    from dataclasses import replace
+def tiny_model(vocab_size: int, seed: int = 0, max_positions: int = 512):
+    cfg = replace(TINY_SCRATCH, seed=seed, max_position_embeddings=max_positions)
+    return build_scratch_model(cfg, vocab_size)
 
-    return build_scratch_model(replace(TINY_SCRATCH, seed=seed), vocab_size)
+
+def tiny_llmcxr_folder(
+    root: Path, reports: Sequence[str], max_positions: int = 512, vq: VQConfig = LM_VQ, seed: int = 0
+) -> Path:
+    """A random-weight LLM-CXR folder in the training layout: ``root/run/model`` (BPE tokenizer on
+    ``reports`` + control/image tokens + scratch GPT-NeoX) and its micro VQ-GAN in ``root/vq``."""
+    tokenizer, image_tokens, _ = tiny_tokenizer(
+        reports, vq.codebook_size, vq.num_tokens, [*REPORT_GENERATION, *IMAGE_GENERATION]
+    )
+    model = tiny_model(len(tokenizer), seed, max_positions)
+    torch.manual_seed(seed)  # the VQ-GAN's weights do not depend on the LM's size
+    save_vqgan(VQGAN(vq).eval(), root / "vq")
+    return save_llmcxr_folder(
+        model, tokenizer, image_tokens, root / "run" / "model", root / "vq", {"stage": 1}
+    )
 
 
 class DictStore(dict):
@@ -52,8 +83,6 @@ class DictStore(dict):
 def write_world(root: Path, n: int = 24, seed: int = 0) -> tuple[Path, Path]:
     """A manifest of ``n`` fake CXR records (reports, views, QA, splits) and a real token store of
     random VQConfig.tiny() codes for them; returns (manifest, token store folder)."""
-    from llmcxr.vq import TokenStoreWriter, VQConfig
-
     rng = random.Random(seed)
     cfg = VQConfig.tiny()
     root.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from llmcxr.vq import VQConfig
 
 # A few-thousand-parameter VQ-GAN: 16 px, f4 -> 4x4 codes, 32 codes of dim 4. Tests that need
@@ -16,3 +18,7 @@ MICRO_VQ = VQConfig(
     codebook_size=32,
     codebook_dim=4,
 )
+
+# The VQ-GAN behind the tiny LLM-CXR model folders: 16 px, f4 -> 4 x 4 = 16 image tokens from a 16-code
+# book, no attention: it builds in milliseconds.
+LM_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from _tiny_vq import MICRO_VQ
+from _tiny_lm import tiny_llmcxr_folder
 from llmcxr.cli import app
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.errors import BadInputError
@@ -18,31 +17,10 @@ from llmcxr.generation import LLMCXR
 from llmcxr.metrics.evaluate import evaluate_report_baselines, train_classifier_on_world
 from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
 from llmcxr.metrics.run import EvalRunConfig, contiguous_batches, most_common_answers, run_evaluation
-from llmcxr.model import (
-    ScratchConfig,
-    add_cxr_tokens,
-    build_scratch_model,
-    save_llmcxr_folder,
-    train_bpe_tokenizer,
-)
-from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION
 from llmcxr.records import QA, CXRRecord
 from llmcxr.synth import build_world
-from llmcxr.vq import VQGAN, save_vqgan
 
-TINY_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)  # 16 px, 4 x 4 tokens
-TINY_LM = ScratchConfig(
-    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512
-)
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +33,8 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, world) -> Path:
     """A random-weight LM with image tokens and a micro VQ-GAN (no training: the run's plumbing is tested)."""
-    root = tmp_path_factory.mktemp("model")
     reports = [r.report for r in read_synthetic_world(world)]
-    tokenizer = train_bpe_tokenizer(
-        reports + [INTRO_BLURB, "Input:\n", *REPORT_GENERATION, *IMAGE_GENERATION], 400
-    )
-    image_tokens = add_cxr_tokens(tokenizer, TINY_VQ.codebook_size, TINY_VQ.num_tokens, CONTROL_TOKENS)
-    torch.manual_seed(0)
-    save_vqgan(VQGAN(TINY_VQ).eval(), root / "vq")
-    model = build_scratch_model(TINY_LM, len(tokenizer))
-    return save_llmcxr_folder(model, tokenizer, image_tokens, root / "model", root / "vq", {"stage": 1})
+    return tiny_llmcxr_folder(tmp_path_factory.mktemp("model"), reports)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import io
 import threading
@@ -13,24 +12,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from _tiny_vq import MICRO_VQ
+from _tiny_lm import tiny_llmcxr_folder
 from llmcxr.errors import BadInputError
 from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.imaging import load_image
-from llmcxr.model import (
-    ScratchConfig,
-    add_cxr_tokens,
-    build_scratch_model,
-    save_llmcxr_folder,
-    train_bpe_tokenizer,
-)
-from llmcxr.prompt import CONTROL_TOKENS, IMAGE_GENERATION, INTRO_BLURB, REPORT_GENERATION
 from llmcxr.serve import ServeConfig, build_app
 from llmcxr.serve import server as serve_server
-from llmcxr.vq import VQGAN, save_vqgan
+from test_imaging import _write_dicom as write_dicom  # the tests' one DICOM writer
 
 for _module in ("fastapi", "gradio", "multipart", "uvicorn"):
     pytest.importorskip(_module, reason="the serve extra is not installed (pip install 'llmcxr[serve]')")
@@ -41,26 +30,7 @@ REPORTS = [
     "FINDINGS: Moderate cardiomegaly. Small left pleural effusion. IMPRESSION: Cardiomegaly.",
     "Is there cardiomegaly? yes no. What is a chest X-ray used for?",
 ]
-# 16 px, f4 -> 4 x 4 = 16 image tokens from a 16-code book: a VQ-GAN that builds in milliseconds.
-TINY_VQ = dataclasses.replace(MICRO_VQ, attn_resolutions=(), codebook_size=16)
-TINY_LM = ScratchConfig(
-    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512
-)
 MAX_NEW_TOKENS = 24  # short replies keep every request to milliseconds
-
-
-def build_tiny_model_folder(root: Path) -> Path:
-    """A model folder with random weights: BPE tokenizer + control/image tokens + GPT-NeoX + VQ-GAN."""
-    tokenizer = train_bpe_tokenizer(
-        REPORTS * 5 + [INTRO_BLURB, "Input:\n", *REPORT_GENERATION, *IMAGE_GENERATION], 400
-    )
-    image_tokens = add_cxr_tokens(tokenizer, TINY_VQ.codebook_size, TINY_VQ.num_tokens, CONTROL_TOKENS)
-    torch.manual_seed(0)
-    model = build_scratch_model(TINY_LM, len(tokenizer))
-    save_vqgan(VQGAN(TINY_VQ).eval(), root / "vq")
-    return save_llmcxr_folder(
-        model, tokenizer, image_tokens, root / "run" / "model", root / "vq", {"stage": 1}
-    )
 
 
 def cxr_png(seed: int = 0, size: tuple[int, int] = (96, 80)) -> bytes:
@@ -77,27 +47,14 @@ def cxr_jpeg(seed: int = 0) -> bytes:
 
 
 def cxr_dicom(path: Path) -> bytes:
-    """A minimal single-frame DX DICOM, uncompressed, 12 bits stored in 16."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = 72, 64
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.round(np.linspace(0, 4095, 72 * 64)).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path.read_bytes()
+    """A 72 x 64 DX DICOM holding a 12-bit ramp."""
+    ramp = np.round(np.linspace(0, 4095, 72 * 64)).reshape(72, 64)
+    return write_dicom(path, ramp).read_bytes()
 
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
-    return build_tiny_model_folder(tmp_path_factory.mktemp("serve"))
+    return tiny_llmcxr_folder(tmp_path_factory.mktemp("serve"), REPORTS * 5)
 
 
 @pytest.fixture(scope="module")

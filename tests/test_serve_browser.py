@@ -36,7 +36,8 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 )
 
-from test_serve_api import MAX_NEW_TOKENS, REPORTS, build_tiny_model_folder  # noqa: E402
+from _tiny_lm import tiny_llmcxr_folder  # noqa: E402
+from test_serve_api import MAX_NEW_TOKENS, REPORTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def server(tmp_path_factory):
     """`llmcxr serve`'s app under uvicorn on a free loopback port, in a thread; yields its base URL."""
     import uvicorn
 
-    folder = build_tiny_model_folder(tmp_path_factory.mktemp("browser"))
+    folder = tiny_llmcxr_folder(tmp_path_factory.mktemp("browser"), REPORTS * 5)
     llm = LLMCXR.from_pretrained(folder, device="cpu", dtype=torch.float32)
     app = build_app(ServeConfig(model=folder, max_new_tokens=MAX_NEW_TOKENS), model=llm)
     sock = socket.socket()
