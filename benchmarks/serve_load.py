@@ -7,7 +7,7 @@ new seed per request. Clients stop sending at the deadline and wait for their la
 requests, errors (any non-200 or transport error; the target is 0), throughput, and latency
 percentiles per endpoint. Inputs are the server's own example CXRs (the synthetic renderer).
 
-    nice -n 10 python benchmarks/serve_load.py --model demo-out/run/model
+    nice -n 10 python benchmarks/serve_load.py        # the shipped checkpoints/llmcxr-tiny
         # writes benchmarks/results/serve_load.json
 """
 
@@ -124,7 +124,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, required=True, help="trained model folder (with vq/)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "checkpoints" / "llmcxr-tiny",
+        help="trained model folder (with vq/); default: the shipped tiny model",
+    )
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")

@@ -53,3 +53,16 @@ def test_demo_with_the_shipped_model_uses_new_images(tmp_path: Path) -> None:
     # The demo world is drawn with another seed than the training world: no image id is shared.
     shown = {e["image_id"] for e in summary["outputs"]["report"]}
     assert shown and not any(i.startswith("synth0-") for i in shown)
+
+
+@pytest.mark.skipif(
+    not (SHIPPED_MODEL / "config.json").is_file(), reason="checkpoints/llmcxr-tiny not in this tree"
+)
+def test_shipped_checkpoint_is_the_one_its_record_names() -> None:
+    """SHIPPED.json names the weights by hash: a replaced model or tokenizer file without a new record fails."""
+    import hashlib
+
+    about = json.loads((SHIPPED_MODEL / "SHIPPED.json").read_text())
+    for key, name in (("model_sha256", "model.safetensors"), ("vq_sha256", "vq/vqgan.safetensors")):
+        assert hashlib.sha256((SHIPPED_MODEL / name).read_bytes()).hexdigest() == about[key], name
+    assert (Path(__file__).parents[1] / about["recipe"]).is_file()

@@ -113,7 +113,7 @@ def test_upload_report_and_draw_in_the_browser(server, browser, tmp_path):
         timeout=WAIT_MS,
     )
     gallery = page.inner_text("#image-gallery")
-    assert "seed 0, guidance 1" in gallery and "seed 1, guidance 1" in gallery
+    assert "seed 0, guidance 3" in gallery and "seed 1, guidance 3" in gallery
     page.screenshot(path=str(ARTIFACTS / "serve_browser.png"), full_page=True)
     assert (ARTIFACTS / "serve_browser.png").stat().st_size > 10_000
     page.close()
