@@ -49,8 +49,8 @@ from llmcxr.vq.quantizer import codebook_stats
 # --- data: split by patient, load once ------------------------------------------------------------
 
 
-def _patients_by_path(source: Path, column: str) -> dict[Path, str]:
-    """Resolved image path -> patient id from a CSV/JSONL manifest's `column` (empty for folders)."""
+def _column_by_path(source: Path, column: str) -> dict[Path, str]:
+    """Resolved image path -> its value in a CSV/JSONL manifest's `column` (patient, split); {} for folders."""
     if not source.is_file():
         return {}
     if source.suffix.lower() == ".csv":
@@ -75,7 +75,7 @@ def split_by_patient(
     Images without a patient id count as their own patient.
     """
     entries = scan_images(source)
-    patients = _patients_by_path(source, column)
+    patients = _column_by_path(source, column)
     groups: dict[str, list[Path]] = {}
     for entry in entries:
         groups.setdefault(patients.get(entry.path.resolve(), f"image:{entry.image_id}"), []).append(
@@ -94,7 +94,7 @@ def split_by_patient(
 
 def split_by_column(source: Path, column: str) -> tuple[list[Path], list[Path]]:
     """(train paths, held-out paths) from a manifest column with values train / validate (/ test, unused)."""
-    splits = _patients_by_path(source, column)
+    splits = _column_by_path(source, column)
     train = sorted(p for p, split in splits.items() if split == "train")
     holdout = sorted(p for p, split in splits.items() if split == "validate")
     if not train:
