@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 from typer.testing import CliRunner
 
+import llmcxr.generation.api as generation_api
 from _tiny_lm import tiny_llmcxr_folder
 from _tiny_vq import LM_VQ
 from llmcxr.cli import app
@@ -25,7 +26,7 @@ from llmcxr.generation import (
     guide,
     unconditional_parts,
 )
-from llmcxr.prompt import IMAGE_GENERATION, PromptParts
+from llmcxr.prompt import IMAGE_GENERATION, IMAGE_PLACEHOLDER, REPORT_GENERATION, PromptParts
 
 REPORTS = [
     "The heart is normal in size. The lungs are clear.",
@@ -215,6 +216,35 @@ def test_guidance_math_and_scale_one_equals_unguided(llm):
             assert torch.allclose(seen[0][row], guide(cond, uncond, 3.0), atol=1e-4)
     guided = llm.generate_image(REPORTS, guidance_scale=3.0, n=2, seed=5)
     assert all(r.image_tokens.shape == (4, 4) and r.guidance_scale == 3.0 for r in guided)
+
+
+def test_report_guidance_contrasts_the_image_with_no_image(llm, cxr_files, monkeypatch):
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=8)
+    plain = llm.report(cxr_files[:2], sampling=greedy)
+    one = llm.report(cxr_files[:2], sampling=greedy, guidance_scale=1.0)
+    assert [r.text for r in one] == [r.text for r in plain]
+    seen: list[torch.Tensor] = []
+    real_decode = generation_api.decode
+
+    def spy(model, prompts, special, processors, sampling, **kwargs):  # keeps the guided scores
+        recorder = lambda ids, scores: seen.append(scores.clone()) or scores  # noqa: E731
+        return real_decode(model, prompts, special, [*processors, recorder], sampling, **kwargs)
+
+    monkeypatch.setattr(generation_api, "decode", spy)
+    guided = llm.report(
+        cxr_files[0], sampling=SamplingConfig(do_sample=False, max_new_tokens=1), guidance_scale=2.5
+    )
+    assert isinstance(guided.text, str) and len(seen) == 1
+    codes = llm.encode_images([cxr_files[0]])[0]
+    prompt = llm.prompt_ids(PromptParts(REPORT_GENERATION[0], IMAGE_PLACEHOLDER), codes)
+    blind = llm.prompt_ids(unconditional_parts(REPORT_GENERATION[0]))
+    assert not llm.image_tokens.is_image_id(np.asarray(blind)).any()
+    with torch.no_grad():
+        cond = llm.model(torch.tensor([prompt])).logits[0, -1]
+        uncond = llm.model(torch.tensor([blind])).logits[0, -1]
+    expected = guide(cond[None], uncond[None], 2.5)[0]
+    allowed = torch.isfinite(seen[0][0])  # image tokens are masked to -inf by the text constraint
+    assert torch.allclose(seen[0][0][allowed], expected[allowed], atol=1e-4)
 
 
 runner = CliRunner()

@@ -132,6 +132,29 @@ def test_mixture_unconditional_fraction_and_determinism():
     assert len(vqa) == 200 and all(s.task == "vqa" for s in vqa)  # only records that have QA
 
 
+def test_unconditional_report_fraction_drops_the_image_and_keeps_old_streams(tok):
+    records, texts = _records(400), [Instruction(f"q{k}", "a") for k in range(30)]
+    mixture = Mixture(0.5, 0.5, 0.0, 0.0)
+    plain = mix_tasks(records, texts, mixture, 1, seed=3, unconditional_fraction=0.1)
+    zero = mix_tasks(
+        records, texts, mixture, 1, seed=3, unconditional_fraction=0.1, unconditional_report_fraction=0.0
+    )
+    assert [s.parts for s in zero] == [s.parts for s in plain]  # recipes without it draw the same samples
+    samples = mix_tasks(records, texts, mixture, 1, seed=3, unconditional_report_fraction=0.3)
+    reports = [s for s in samples if s.task == "report_generation"]
+    blind = [s for s in reports if s.image_id is None]
+    assert 0.2 < len(blind) / len(reports) < 0.4
+    by_response = {r.report for r in records}
+    assert all(
+        s.parts.input == "" and s.image_field is None and s.parts.response in by_response for s in blind
+    )
+    assert all(s.parts.input == "<image>" and s.image_field == "input" for s in reports if s.image_id)
+    tokenizer, image_tokens, _ = tok
+    (example,) = encode_samples(blind[:1], tokenizer, image_tokens, DictStore({}), max_length=256)
+    assert not image_tokens.is_image_id(np.asarray(example.input_ids)).any()  # no image, no store needed
+    assert "Input:\n\n\n### Response:" in tokenizer.decode(example.input_ids)
+
+
 def test_missing_tokens_and_long_samples_are_counted(tok):
     tokenizer, image_tokens, _ = tok
     samples = mix_tasks(_records(6), [], Mixture(1, 0, 0, 0), 1, seed=0)

@@ -233,6 +233,9 @@ def run(
     ),
     limit: int | None = typer.Option(None, help="Score the first N items of the split only."),
     guidance_scale: float = typer.Option(3.0, help="Classifier-free guidance for report -> CXR (1 = none)."),
+    report_guidance_scale: float = typer.Option(
+        1.0, help="Classifier-free guidance for CXR -> report (1 = none; the model needs image dropout)."
+    ),
     batch_size: int = typer.Option(16, help="Inputs per forward pass."),
     seed: int = typer.Option(0, help="Item i of the split samples with seed + i."),
     tasks: str = typer.Option("report,image,vqa", help="Comma-separated tasks to run."),
@@ -262,6 +265,7 @@ def run(
         classifier=classifier,
         limit=limit,
         guidance_scale=guidance_scale,
+        report_guidance_scale=report_guidance_scale,
         batch_size=batch_size,
         seed=seed,
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),

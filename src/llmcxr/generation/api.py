@@ -173,9 +173,17 @@ class LLMCXR:
         field = "input" if image_codes is not None else None
         return encode_parts(parts, self.tokenizer, self.image_tokens, image_codes, field).input_ids
 
-    def _text(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> DecodeOutput:
+    def _text(
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingConfig,
+        seeds: list[int],
+        guidance: Guidance | None = None,
+    ) -> DecodeOutput:
         constraint = TextOnlyConstraint(self.image_tokens, self.special)
-        return decode(self.model, prompts, self.special, [constraint], sampling, seeds=seeds)
+        return decode(
+            self.model, prompts, self.special, [constraint], sampling, seeds=seeds, guidance=guidance
+        )
 
     def _text_results(
         self, out: DecodeOutput, parts: list[PromptParts], timings: Timings
@@ -195,6 +203,7 @@ class LLMCXR:
         sampling: SamplingConfig | None,
         batch_size: int,
         progress: Progress | None,
+        guidance_scale: float = 1.0,
     ) -> list[TextResult]:
         sampling = sampling or SamplingConfig()
         results: list[TextResult] = []
@@ -204,8 +213,12 @@ class LLMCXR:
             prompts = [
                 self.prompt_ids(parts[i], None if codes is None else codes[k]) for k, i in enumerate(rows)
             ]
+            guidance = None
+            if guidance_scale != 1.0:  # each row's twin: its instruction with no image
+                twins = [self.prompt_ids(unconditional_parts(parts[i].instruction)) for i in rows]
+                guidance = Guidance(twins, guidance_scale)
             timings = Timings(len(rows), prepare_s=time.perf_counter() - start)
-            out = self._text(prompts, sampling, [sampling.seed + i for i in rows])
+            out = self._text(prompts, sampling, [sampling.seed + i for i in rows], guidance)
             results += self._text_results(out, [parts[i] for i in rows], timings)
             if progress is not None:
                 progress(len(rows))
@@ -220,11 +233,17 @@ class LLMCXR:
         sampling: SamplingConfig | None = None,
         batch_size: int = 16,
         progress: Progress | None = None,
+        guidance_scale: float = 1.0,
     ) -> TextResult | list[TextResult]:
-        """CXR -> report. ``images``: one image source or a list of them."""
+        """CXR -> report. ``images``: one image source or a list of them.
+
+        ``guidance_scale`` s > 1 applies classifier-free guidance against the same prompt with no
+        image: words the image makes more likely than the average report get weight s. It needs a
+        model trained with ``unconditional_report_fraction`` > 0 (otherwise the no-image prompt is
+        one it never saw)."""
         items, single = _as_list(images)
         parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER) for _ in items]
-        results = self._run_text(parts, items, sampling, batch_size, progress)
+        results = self._run_text(parts, items, sampling, batch_size, progress, guidance_scale)
         return results[0] if single else results
 
     def answer(

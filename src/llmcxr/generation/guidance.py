@@ -1,15 +1,18 @@
-"""Classifier-free guidance for report -> CXR (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance").
+"""Classifier-free guidance (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance") for
+report -> CXR and for CXR -> report.
 
-Training leaves the report out of a fraction of report -> CXR samples (``TrainRecipe.
-unconditional_fraction``; ``llmcxr.training.tasks`` writes the same prompt with ``Input:`` left
-empty, ``NULL_REPORT``). At generation each conditional row gets a twin with that empty report;
-both run in one batch through the same KV cache, and the next-token distribution is
+Training leaves the condition out of a fraction of samples: the report of report -> CXR samples
+(``TrainRecipe.unconditional_fraction``), the image of CXR -> report samples
+(``unconditional_report_fraction``); ``llmcxr.training.tasks`` writes the same prompt with
+``Input:`` left empty, ``NULL_REPORT``. At generation each conditional row gets a twin with that
+empty input; both run in one batch through the same KV cache, and the next-token distribution is
 
-    log p_guided = log p(x | empty) + s * (log p(x | report) - log p(x | empty))
+    log p_guided = log p(x | empty) + s * (log p(x | condition) - log p(x | empty))
 
 (as ``transformers.ClassifierFreeGuidanceLogitsProcessor`` and Sanchez et al. 2023, "Stay on topic
 with Classifier-Free Guidance"). s = 1 is plain conditional sampling; s > 1 pushes the image towards
-what the report says and away from the average image. transformers' own CFG processors do not fit:
+what the report says and away from the average image, or the report towards what the image shows and
+away from the average report. transformers' own CFG processors do not fit:
 ``ClassifierFreeGuidanceLogitsProcessor`` halves the batch inside ``generate`` (MusicGen only), and
 ``UnbatchedClassifierFreeGuidanceLogitsProcessor`` runs the unconditional prompt as a second,
 separate forward pass per step; here both halves share one forward pass.
@@ -26,7 +29,7 @@ from llmcxr.training.tasks import NULL_REPORT
 
 
 def unconditional_parts(instruction: str) -> PromptParts:
-    """The prompt training used for a dropped report: same instruction, empty ``Input:``."""
+    """The prompt training used for a dropped condition (report or image): same instruction, empty ``Input:``."""
     return PromptParts(instruction=instruction, input=NULL_REPORT, response=None)
 
 

@@ -78,6 +78,7 @@ CONFIG_NAME = "eval_config.json"
 GENERATION_KEYS = (
     "split",
     "guidance_scale",
+    "report_guidance_scale",
     "seed",
     "text_sampling",
     "image_sampling",
@@ -111,6 +112,8 @@ class EvalRunConfig:
     """Score the first N records of the split only (items generated so far are kept if it grows)."""
     guidance_scale: float = 3.0
     """Classifier-free guidance for report -> CXR (1 = none)."""
+    report_guidance_scale: float = 1.0
+    """Classifier-free guidance for CXR -> report (1 = none; needs ``unconditional_report_fraction`` in training)."""
     batch_size: int = 16
     seed: int = 0
     """Item i of the split samples with seed + i."""
@@ -326,7 +329,12 @@ def generate_reports(
     for batch in contiguous_batches(todo, config.batch_size):
         started = time.perf_counter()
         sampling = _sampling(config, config.text_sampling, config.max_report_tokens, config.seed + batch[0])
-        results = llm.report([items[i].image_path for i in batch], sampling=sampling, batch_size=len(batch))
+        results = llm.report(
+            [items[i].image_path for i in batch],
+            sampling=sampling,
+            batch_size=len(batch),
+            guidance_scale=config.report_guidance_scale,
+        )
         for i, result in zip(batch, results, strict=True):
             done[items[i].image_id] = {
                 "image_id": items[i].image_id,
@@ -755,9 +763,10 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
             "feature_network": {**network, **classifier_info},
         }
         if "report" in config.tasks:
-            result["cxr_to_report"] = score_report_task(
-                items, train, folder, classifier, labeler, convention, config.meteor
-            )
+            result["cxr_to_report"] = {
+                "guidance_scale": config.report_guidance_scale,
+                **score_report_task(items, train, folder, classifier, labeler, convention, config.meteor),
+            }
         probabilities: dict[str, np.ndarray] = {}
         if "image" in config.tasks:
             result["report_to_cxr"], probabilities = score_image_task(
@@ -955,7 +964,8 @@ def render_markdown(result: dict) -> str:
             for name, s in task["systems"].items()
         ]
         out += [
-            f"## CXR -> report ({task['n']} images, {task['stopped_at_end']} reports ended with ### End)",
+            f"## CXR -> report ({task['n']} images, guidance scale {task.get('guidance_scale', 1.0)}, "
+            f"{task['stopped_at_end']} reports ended with ### End)",
             "",
             _table(
                 [

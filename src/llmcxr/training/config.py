@@ -88,6 +88,9 @@ class TrainRecipe:
     max_length: int = 1024  # tokens per sample (and per packed row)
     packing: bool = True  # several samples per row, attention kept inside each (see training/packing.py)
     unconditional_fraction: float = 0.1  # report -> CXR samples with the report left out (for CFG)
+    # CXR -> report samples with the image left out: the model also learns p(report), the other half
+    # of classifier-free guidance for reports (``LLMCXR.report(..., guidance_scale=...)``).
+    unconditional_report_fraction: float = 0.0
     lora: LoraSpec = field(default_factory=LoraSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     bf16: bool = True
@@ -114,5 +117,6 @@ class TrainRecipe:
                 )
         if self.model.base is None and self.model.scratch is None:
             raise BadInputError("recipe", "model needs `base` (an LM folder) or `scratch` (a config)")
-        if not 0.0 <= self.unconditional_fraction < 1.0:
-            raise BadInputError("recipe", "unconditional_fraction must be in [0, 1)")
+        for name in ("unconditional_fraction", "unconditional_report_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise BadInputError("recipe", f"{name} must be in [0, 1), got {getattr(self, name)}")

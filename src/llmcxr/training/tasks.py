@@ -2,9 +2,10 @@
 
 Tasks (LLM-CXR, Lee et al. 2023, Sec. 3):
 - ``report_generation``: CXR -> report (image block in the input, report in the response);
-- ``image_generation``: report -> CXR (report in the input, 256 image tokens in the response); a
-  fraction of these carry an empty report, so that generation can use classifier-free guidance
-  (Ho & Salimans 2022; the unconditional prompt is the same one with ``Input:`` left empty);
+- ``image_generation``: report -> CXR (report in the input, 256 image tokens in the response);
+- a fraction of either carries an empty input (no report, no image), so that generation can use
+  classifier-free guidance (Ho & Salimans 2022; the unconditional prompt is the same one with
+  ``Input:`` left empty; ``llmcxr.generation.guidance``);
 - ``vqa``: the question is the instruction, the CXR the input, the answer the response;
 - ``text``: plain Dolly-style instructions that keep the language ability.
 """
@@ -25,7 +26,7 @@ from llmcxr.records import CXRRecord
 from llmcxr.training.config import TASKS, Mixture
 
 FRONTAL_VIEWS = ("PA", "AP")
-NULL_REPORT = ""  # the unconditional report -> CXR input
+NULL_REPORT = ""  # the unconditional input: no report (report -> CXR), no image (CXR -> report)
 
 
 @dataclass
@@ -87,10 +88,14 @@ def select_stage(records: Sequence[CXRRecord], stage: int) -> list[CXRRecord]:
     return [r for r in earliest_study_per_patient(chosen) if stage_report(r, 2)]
 
 
-def _image_sample(task: str, record: CXRRecord, stage: int, rng: random.Random, uncond: float) -> TaskSample:
+def _image_sample(
+    task: str, record: CXRRecord, stage: int, rng: random.Random, uncond: float, uncond_report: float
+) -> TaskSample:
     instruction = rng.choice(PHRASINGS[task])
     report = stage_report(record, stage)
     if task == "report_generation":
+        if uncond_report > 0 and rng.random() < uncond_report:  # no draw at 0: old recipes keep their samples
+            return TaskSample(task, PromptParts(instruction, NULL_REPORT, report), None, None, "response")
         parts = PromptParts(instruction, IMAGE_PLACEHOLDER, report)
         return TaskSample(task, parts, record.image_id, "input", "response")
     if rng.random() < uncond:
@@ -115,6 +120,7 @@ def mix_tasks(
     stage: int,
     seed: int,
     unconditional_fraction: float = 0.0,
+    unconditional_report_fraction: float = 0.0,
 ) -> list[TaskSample]:
     """One epoch of samples: every record once, as one image task drawn by the mixture weights
     (VQA only for records that have QA), plus text samples in the ratio text : image tasks
@@ -132,7 +138,9 @@ def mix_tasks(
         samples.append(
             _vqa_sample(record, rng)
             if task == "vqa"
-            else _image_sample(task, record, stage, rng, unconditional_fraction)
+            else _image_sample(
+                task, record, stage, rng, unconditional_fraction, unconditional_report_fraction
+            )
         )
     image_weight = sum(weights[t] for t in image_tasks)
     if instructions and weights["text"] > 0:

@@ -106,7 +106,13 @@ def build_datasets(recipe, records, instructions, tokenizer, image_tokens, store
     train_text, eval_text = split_instructions(instructions)
     counts = SampleCounts()
     samples = mix_tasks(
-        train_records, train_text, recipe.mixture, recipe.stage, recipe.seed, recipe.unconditional_fraction
+        train_records,
+        train_text,
+        recipe.mixture,
+        recipe.stage,
+        recipe.seed,
+        recipe.unconditional_fraction,
+        recipe.unconditional_report_fraction,
     )
     train_examples = encode_samples(samples, tokenizer, image_tokens, stores, recipe.max_length, counts)
     if not train_examples:
