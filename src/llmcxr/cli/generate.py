@@ -100,13 +100,19 @@ def report(
     temperature: float = TEMPERATURE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = BATCH_SIZE,
+    guidance_scale: float = typer.Option(
+        1.0,
+        "--guidance-scale",
+        help="Classifier-free guidance against no image (1 = none; needs a model trained with "
+        "unconditional_report_fraction > 0).",
+    ),
 ) -> None:
     """Write a radiology report for each chest X-ray."""
     _check_images(images)
     llm = _load(model, device, dtype, threads)
     sampling = _sampling(greedy, seed, top_p, temperature, max_new_tokens)
     with _progress(len(images), "reports", not as_json) as progress:
-        results = llm.report(list(images), instruction, sampling, batch_size, progress)
+        results = llm.report(list(images), instruction, sampling, batch_size, progress, guidance_scale)
     _print_text(results, [str(p) for p in images], as_json)
 
 

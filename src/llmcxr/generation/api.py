@@ -15,6 +15,7 @@ of ``batch_size`` with left padding and a KV cache (``decode.py``). Prompts are 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,6 +114,7 @@ class LLMCXR:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.image_tokens = loaded.image_tokens
+        self.train_config = loaded.train_config  # the recipe it was trained with ({} if unknown)
         self.special = SpecialIds.from_tokenizer(self.tokenizer)
         self.vq = vq
         if vq is not None and (
@@ -241,6 +243,12 @@ class LLMCXR:
         image: words the image makes more likely than the average report get weight s. It needs a
         model trained with ``unconditional_report_fraction`` > 0 (otherwise the no-image prompt is
         one it never saw)."""
+        if guidance_scale != 1.0 and self.train_config and not self.train_config.get("unconditional_report_fraction"):
+            warnings.warn(
+                f"{self.folder} was trained without unconditional_report_fraction: the no-image prompt "
+                "that report guidance contrasts with is one it never saw",
+                stacklevel=2,
+            )
         items, single = _as_list(images)
         parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER) for _ in items]
         results = self._run_text(parts, items, sampling, batch_size, progress, guidance_scale)
