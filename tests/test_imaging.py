@@ -12,10 +12,11 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
+from _dicom import write_dicom
 from llmcxr.errors import BadInputError
 from llmcxr.imaging import (
     ImageLimits,
@@ -129,35 +130,13 @@ def test_bad_numpy_inputs(array: np.ndarray, problem: str) -> None:
 # --- DICOM ----------------------------------------------------------------------------------------
 
 
-def _write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", **tags: object) -> Path:
-    """A minimal single-frame DX DICOM, uncompressed, 12 bits stored in 16."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for name, value in tags.items():
-        setattr(ds, name, value)
-    ds.PixelData = stored.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _stored_pattern() -> np.ndarray:
     return np.round(np.linspace(0, 4095, 72 * 64)).reshape(72, 64).astype(np.uint16)
 
 
 def test_dicom_rescale_and_window(tmp_path: Path) -> None:
     stored = _stored_pattern()
-    path = _write_dicom(
+    path = write_dicom(
         tmp_path / "cxr.dcm",
         stored,
         RescaleSlope=2,
@@ -181,23 +160,21 @@ def test_dicom_voi_lut_table(tmp_path: Path) -> None:
     curve = np.round(np.sqrt(np.arange(4096) / 4095) * 4095).astype(np.uint16)
     table.LUTData = curve.tobytes()
     stored = _stored_pattern()
-    path = _write_dicom(
-        tmp_path / "lut.dcm", stored, VOILUTSequence=[table], WindowCenter=100, WindowWidth=10
-    )
+    path = write_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[table], WindowCenter=100, WindowWidth=10)
     np.testing.assert_allclose(load_image(path, limits=SMALL), curve[stored] / 4095.0, atol=1e-6)
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
     stored = _stored_pattern()
-    mono2 = load_image(_write_dicom(tmp_path / "m2.dcm", stored), limits=SMALL)
-    mono1 = load_image(_write_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1"), limits=SMALL)
+    mono2 = load_image(write_dicom(tmp_path / "m2.dcm", stored), limits=SMALL)
+    mono1 = load_image(write_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1"), limits=SMALL)
     # No window in the file: the values' own range is stretched onto [0, 1].
     np.testing.assert_allclose(mono2, stored / 4095.0, atol=1e-6)
     np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
 
 
 def test_dicom_without_suffix_is_detected_by_magic(tmp_path: Path) -> None:
-    path = _write_dicom(tmp_path / "cxr.dcm", _stored_pattern())
+    path = write_dicom(tmp_path / "cxr.dcm", _stored_pattern())
     renamed = path.rename(tmp_path / "no_suffix")
     assert load_image(renamed, limits=SMALL).shape == (72, 64)
 
@@ -205,7 +182,7 @@ def test_dicom_without_suffix_is_detected_by_magic(tmp_path: Path) -> None:
 def test_dicom_compressed_pixel_data(tmp_path: Path) -> None:
     """RLE Lossless decodes (pydicom's own decoder); undecodable JPEG 2000 data is a clear error."""
     stored = _stored_pattern()
-    dataset = pydicom.dcmread(_write_dicom(tmp_path / "plain.dcm", stored))
+    dataset = pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", stored))
     dataset.compress(RLELossless)
     dataset.save_as(tmp_path / "rle.dcm")
     np.testing.assert_allclose(load_image(tmp_path / "rle.dcm", limits=SMALL), stored / 4095.0, atol=1e-6)
@@ -219,7 +196,7 @@ def test_dicom_compressed_pixel_data(tmp_path: Path) -> None:
 
 
 def test_dicom_lateral_refused_when_frontal_only(tmp_path: Path) -> None:
-    path = _write_dicom(tmp_path / "lat.dcm", _stored_pattern(), ViewPosition="LL")
+    path = write_dicom(tmp_path / "lat.dcm", _stored_pattern(), ViewPosition="LL")
     assert load_image(path, limits=SMALL).shape == (72, 64)  # fine unless only frontal is wanted
     with pytest.raises(BadInputError, match="'LL' is not frontal") as err:
         load_image(path, limits=SMALL, frontal_only=True)
@@ -227,7 +204,7 @@ def test_dicom_lateral_refused_when_frontal_only(tmp_path: Path) -> None:
 
 
 def test_dicom_broken_and_too_small(tmp_path: Path) -> None:
-    path = _write_dicom(tmp_path / "ok.dcm", _stored_pattern())
+    path = write_dicom(tmp_path / "ok.dcm", _stored_pattern())
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(path.read_bytes()[:400])  # header kept, pixel data cut
     with pytest.raises(BadInputError, match="broken.dcm"):

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from _dicom import write_dicom
 from _tiny_lm import tiny_llmcxr_folder
 from llmcxr.errors import BadInputError
 from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.imaging import load_image
 from llmcxr.serve import ServeConfig, build_app
 from llmcxr.serve import server as serve_server
-from test_imaging import _write_dicom as write_dicom  # the tests' one DICOM writer
 
 for _module in ("fastapi", "gradio", "multipart", "uvicorn"):
     pytest.importorskip(_module, reason="the serve extra is not installed (pip install 'llmcxr[serve]')")
