@@ -22,15 +22,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "eval_tiny.json"
-# Report -> CXR settings tried on the first 100 items of the *validation* split; the test run uses the
-# one with the highest finding agreement there (never chosen on test).
-SWEEP = [("greedy", 1.0), ("greedy", 2.0), ("greedy", 3.0), ("greedy", 5.0), ("top-p", 1.5), ("top-p", 3.0)]
+# Settings tried on the first VALIDATION_ITEMS items of the *validation* split; the test run uses the
+# best there (never chosen on test): report -> CXR sampling and guidance by finding agreement,
+# CXR -> report guidance (against no image) by micro-F1-14.
+IMAGE_SWEEP = [("greedy", 1.0), ("greedy", 2.0), ("greedy", 3.0), ("greedy", 4.0), ("top-p", 3.0)]
+REPORT_SWEEP = [1.0, 1.5, 2.0, 3.0]
+VALIDATION_ITEMS = 200
 
 
 def llmcxr(*args: str) -> None:
     command = [sys.executable, "-m", "llmcxr.cli", *args]
     print("$ llmcxr " + " ".join(args), flush=True)
     subprocess.run(command, check=True, cwd=REPO)
+
+
+def trained_with_image_dropout(model: Path) -> bool:
+    """Whether the model learned p(report) without an image (report guidance needs it)."""
+    recipe = model / "llmcxr_train.json"
+    return recipe.is_file() and bool(json.loads(recipe.read_text()).get("unconditional_report_fraction"))
 
 
 def main() -> None:
@@ -56,22 +65,32 @@ def main() -> None:
     from llmcxr.metrics.run import EvalRunConfig, run_evaluation
 
     started = time.perf_counter()
+    validate = dict(data=args.world, split="validate", limit=VALIDATION_ITEMS, classifier=args.classifier)
     sweep: dict[str, float] = {}
-    for sampling, scale in [] if args.no_sweep else SWEEP:
+    for sampling, scale in [] if args.no_sweep else IMAGE_SWEEP:
         tried = EvalRunConfig(
             model=args.model,
-            data=args.world,
             out=args.out.with_name(f"{args.out.name}-validate-{sampling}-{scale}"),
-            split="validate",
-            limit=100,
             tasks=("image",),
-            classifier=args.classifier,
             guidance_scale=scale,
             image_sampling=sampling,
+            **validate,
         )
         agreement = run_evaluation(tried)["headline"]["report_to_cxr"]["macro_auroc_drawn"]
         sweep[f"{sampling} {scale}"] = round(agreement, 4)
     sampling, scale = max(sweep, key=sweep.get).split() if sweep else ("greedy", "3.0")
+    report_sweep: dict[str, float] = {}
+    for report_scale in [] if args.no_sweep or not trained_with_image_dropout(args.model) else REPORT_SWEEP:
+        tried = EvalRunConfig(
+            model=args.model,
+            out=args.out.with_name(f"{args.out.name}-validate-report-{report_scale}"),
+            tasks=("report",),
+            report_guidance_scale=report_scale,
+            **validate,
+        )
+        f1 = run_evaluation(tried)["headline"]["cxr_to_report"]["micro_f1_14"]
+        report_sweep[str(report_scale)] = round(f1, 4)
+    report_scale = float(max(report_sweep, key=report_sweep.get)) if report_sweep else 1.0
     swept = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -83,6 +102,7 @@ def main() -> None:
         classifier=args.classifier,
         guidance_scale=float(scale),
         image_sampling=sampling,
+        report_guidance_scale=report_scale,
     )
     result = run_evaluation(config)
     wall = time.perf_counter() - started
@@ -90,11 +110,15 @@ def main() -> None:
     summary = {
         "command": "python benchmarks/eval_tiny.py  (= llmcxr eval run --model checkpoints/llmcxr-tiny "
         f"--data {args.world.relative_to(REPO) if args.world.is_relative_to(REPO) else args.world} "
-        f"--split test --classifier ... --image-sampling {sampling} --guidance-scale {scale})",
+        f"--split test --classifier ... --image-sampling {sampling} --guidance-scale {scale} "
+        f"--report-guidance-scale {report_scale})",
         "validation_sweep": {
-            "what": "report -> CXR macro-AUROC (drawn findings), first 100 validation items",
-            "results": sweep,
+            "what": f"first {VALIDATION_ITEMS} validation items: report -> CXR macro-AUROC (drawn findings) "
+            "by image sampling and guidance; CXR -> report micro-F1-14 by report guidance",
+            "report_to_cxr": sweep,
             "chosen": f"{sampling} {scale}",
+            "cxr_to_report": report_sweep,
+            "chosen_report_guidance": report_scale,
             "wall_s": round(swept, 1),
         },
         "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU, 1 torch thread, fp32",

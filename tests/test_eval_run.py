@@ -127,6 +127,13 @@ def test_eval_run_writes_everything_and_resumes(model_dir, world, classifier, tm
         reports["model"]["clinical"]["micro_f1_14"]
         - max(v["clinical"]["micro_f1_14"] for k, v in reports.items() if k != "model")
     )
+    label_free = ("most_common_report", "nearest_neighbour_pixels")
+    assert headline["best_label_free_baseline"] in label_free
+    assert headline["margin_over_label_free"] == pytest.approx(
+        reports["model"]["clinical"]["micro_f1_14"]
+        - max(reports[k]["clinical"]["micro_f1_14"] for k in label_free)
+    )
+    assert scores["cxr_to_report"]["guidance_scale"] == 1.0
 
     images = scores["report_to_cxr"]["systems"]
     assert set(images) == {"model", "mode_token_map", "vq_round_trip", "reference_images"}

@@ -243,7 +243,11 @@ class LLMCXR:
         image: words the image makes more likely than the average report get weight s. It needs a
         model trained with ``unconditional_report_fraction`` > 0 (otherwise the no-image prompt is
         one it never saw)."""
-        if guidance_scale != 1.0 and self.train_config and not self.train_config.get("unconditional_report_fraction"):
+        if (
+            guidance_scale != 1.0
+            and self.train_config
+            and not self.train_config.get("unconditional_report_fraction")
+        ):
             warnings.warn(
                 f"{self.folder} was trained without unconditional_report_fraction: the no-image prompt "
                 "that report guidance contrasts with is one it never saw",
