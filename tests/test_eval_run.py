@@ -134,6 +134,14 @@ def test_eval_run_writes_everything_and_resumes(model_dir, world, classifier, tm
         - max(reports[k]["clinical"]["micro_f1_14"] for k in label_free)
     )
     assert scores["cxr_to_report"]["guidance_scale"] == 1.0
+    for key in ("micro_f1_14_95ci", "margin_95ci", "margin_over_label_free_95ci"):
+        interval = headline[key]
+        assert interval["low"] <= interval["high"] and interval["resamples"] > 900, key
+    assert headline["micro_f1_14_95ci"]["low"] >= 0.0 and headline["micro_f1_14_95ci"]["high"] <= 1.0
+    drawn = scores["headline"]["report_to_cxr"]["macro_auroc_drawn_95ci"]
+    drop = scores["headline"]["finding_preservation"]["auroc_drop_95ci"]
+    assert 0.0 <= drawn["low"] <= drawn["high"] <= 1.0 and drop["low"] <= drop["high"]
+    assert "95% bootstrap intervals" in md
 
     images = scores["report_to_cxr"]["systems"]
     assert set(images) == {"model", "mode_token_map", "vq_round_trip", "reference_images"}

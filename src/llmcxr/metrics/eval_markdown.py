@@ -22,6 +22,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _ci(interval: dict | None, signed: bool = False) -> str:
+    """ " [low, high]" of a bootstrap interval (``intervals.py``), "" where there is none."""
+    if not interval:
+        return ""
+    form = "+.3f" if signed else ".3f"
+    return f" [{interval['low']:{form}}, {interval['high']:{form}}]"
+
+
 def render_markdown(result: dict) -> str:
     """eval.md: the headline, then one table per task with the model beside its baselines."""
     data, model, network = result["data"], result["model"], result["feature_network"]
@@ -44,10 +52,11 @@ def render_markdown(result: dict) -> str:
         rows.append(
             [
                 "CXR -> report micro-F1-14",
-                h["micro_f1_14"],
+                f"{h['micro_f1_14']:.3f}{_ci(h.get('micro_f1_14_95ci'))}",
                 f"{h['best_baseline']} {h['best_baseline_micro_f1_14']:.3f}",
-                f"margin {h['margin']:+.3f} (target >= {h['target_margin']}); over the best label-free "
-                f"baseline ({h['best_label_free_baseline']}) {h['margin_over_label_free']:+.3f}",
+                f"margin {h['margin']:+.3f}{_ci(h.get('margin_95ci'), True)} (target >= {h['target_margin']}); "
+                f"over the best label-free baseline ({h['best_label_free_baseline']}) "
+                f"{h['margin_over_label_free']:+.3f}{_ci(h.get('margin_over_label_free_95ci'), True)}",
             ]
         )
     if "report_to_cxr" in headline:
@@ -55,7 +64,7 @@ def render_markdown(result: dict) -> str:
         rows.append(
             [
                 "report -> CXR finding agreement macro-AUROC (drawn findings)",
-                h["macro_auroc_drawn"],
+                f"{_f(h['macro_auroc_drawn'])}{_ci(h.get('macro_auroc_drawn_95ci'))}",
                 f"mode token map {_f(h['baseline_macro_auroc_drawn'])}",
                 f"ceiling (real images) {_f(h['ceiling_macro_auroc_drawn'])}; target >= {h['target']}",
             ]
@@ -66,13 +75,20 @@ def render_markdown(result: dict) -> str:
                 "VQ-GAN finding preservation (AUROC originals -> round trips)",
                 h["round_trip_macro_auroc"],
                 f"originals {_f(h['original_macro_auroc'])}",
-                f"drop {_f(h['auroc_drop'])} (target <= {h['target_drop_max']})",
+                f"drop {_f(h['auroc_drop'])}{_ci(h.get('auroc_drop_95ci'), True)} "
+                f"(target <= {h['target_drop_max']})",
             ]
         )
     if "vqa" in headline:
         h = headline["vqa"]
         rows.append(["VQA accuracy", h["accuracy"], f"most common answer {_f(h['baseline_accuracy'])}", ""])
-    out += [_table(["", "model", "compared with", "note"], rows), ""]
+    out += [
+        _table(["", "model", "compared with", "note"], rows),
+        "",
+        "Brackets: 95% bootstrap intervals over the items (percentile method, 1000 resamples); margins "
+        "and the drop are paired (both sides scored on the same resampled items).",
+        "",
+    ]
 
     if "cxr_to_report" in result:
         task = result["cxr_to_report"]

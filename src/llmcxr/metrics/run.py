@@ -56,7 +56,7 @@ from llmcxr import atomic
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, labeler_name
+from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, labeler_name
 from llmcxr.metrics.eval_markdown import render_markdown
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
@@ -66,6 +66,13 @@ from llmcxr.metrics.finding_classifier import (
     load_record_images,
     read_train_summary,
     torch_threads,
+)
+from llmcxr.metrics.intervals import (
+    item_resamples,
+    macro_auroc,
+    paired_difference,
+    percentile_interval,
+    report_f1_intervals,
 )
 from llmcxr.records import QA, CXRRecord
 from llmcxr.reports import Labeler, RuleLabeler
@@ -496,14 +503,21 @@ def score_report_task(
     labeler: Labeler,
     convention: LabelConvention,
     meteor: bool,
+    seed: int = 0,
 ) -> dict:
-    """CXR -> report: the model's reports and the report baselines, each scored against the items' reports."""
+    """CXR -> report: the model's reports and the report baselines, each scored against the items'
+    reports, with bootstrap intervals (``intervals.py``) of the micro-F1-14s and of the model's margins."""
     from llmcxr.metrics.evaluate import report_baseline_predictions, score_reports
 
     reports = read_jsonl_rows(folder.reports, "image_id")
     systems = {"model": [reports[r.image_id]["report"] for r in items]}
     systems |= report_baseline_predictions(list(train), list(items), classifier)
     references = [r.report for r in items]
+
+    def chexpert_14(texts: Sequence[str]) -> np.ndarray:
+        return binarize_labels(label_reports(labeler, texts), CHEXPERT_14, convention)
+
+    labels = {name: chexpert_14(predictions) for name, predictions in systems.items()}
     return {
         "n": len(items),
         "stopped_at_end": sum(bool(reports[r.image_id]["stopped"]) for r in items),
@@ -511,6 +525,9 @@ def score_report_task(
             name: score_reports(predictions, references, labeler, convention, meteor)
             for name, predictions in systems.items()
         },
+        "intervals_micro_f1_14": report_f1_intervals(
+            chexpert_14(references), labels, item_resamples(len(items), seed=seed)
+        ),
     }
 
 
@@ -546,9 +563,23 @@ def score_image_task(
     scores, probabilities = score_images(
         systems, reference, labels, classifier, drawn, convention, config.seed
     )
-    preservation = finding_preservation(
-        classifier, originals, round_trips, [image_labels(r) for r in items], drawn, convention
-    )
+    drawn_labels = [image_labels(r) for r in items]
+    preservation = finding_preservation(classifier, originals, round_trips, drawn_labels, drawn, convention)
+    columns = [classifier.config.classes.index(c) for c in drawn]
+    rows = item_resamples(len(items), seed=config.seed)
+
+    def macro(probs: np.ndarray, targets: np.ndarray):  # row indices -> macro-AUROC of those items
+        return lambda r: macro_auroc(probs[r][:, columns], targets[r])
+
+    report_targets = binarize_labels(labels, drawn, convention)
+    drawn_targets = binarize_labels(drawn_labels, drawn, convention)
+    on_originals = classifier.predict(originals).numpy()
+    intervals = {
+        "model_macro_auroc_drawn": percentile_interval(macro(probabilities["model"], report_targets), rows),
+        "preservation_auroc_drop": paired_difference(
+            macro(on_originals, drawn_targets), macro(probabilities["vq_round_trip"], drawn_targets), rows
+        ),
+    }
     section = {
         "n": len(items),
         "guidance_scale": config.guidance_scale,
@@ -560,6 +591,7 @@ def score_image_task(
             "labels": "what the renderer drew (report labels less extra.undrawn)",
             **preservation,
         },
+        "intervals": intervals,
     }
     return section, probabilities
 
@@ -589,13 +621,17 @@ def _headline(result: dict) -> dict:
         margin = model - baselines[best]
         label_free = {k: v for k, v in baselines.items() if k not in SUPERVISED_BASELINES}
         best_free = max(label_free, key=label_free.get)
+        intervals = reports.get("intervals_micro_f1_14", {})
         headline["cxr_to_report"] = {
             "micro_f1_14": model,
+            "micro_f1_14_95ci": intervals.get("micro_f1", {}).get("model"),
             "best_baseline": best,
             "best_baseline_micro_f1_14": baselines[best],
             "margin": margin,
+            "margin_95ci": intervals.get("margin", {}).get(best),
             "best_label_free_baseline": best_free,
             "margin_over_label_free": model - label_free[best_free],
+            "margin_over_label_free_95ci": intervals.get("margin", {}).get(best_free),
             "target_margin": TARGETS["report_micro_f1_14_margin_over_best_baseline"],
             "meets_target": margin >= TARGETS["report_micro_f1_14_margin_over_best_baseline"],
         }
@@ -605,6 +641,7 @@ def _headline(result: dict) -> dict:
         auroc = systems["model"]["finding_agreement"]["macro_auroc"]
         headline["report_to_cxr"] = {
             "macro_auroc_drawn": auroc,
+            "macro_auroc_drawn_95ci": images.get("intervals", {}).get("model_macro_auroc_drawn"),
             "baseline_macro_auroc_drawn": systems["mode_token_map"]["finding_agreement"]["macro_auroc"],
             "ceiling_macro_auroc_drawn": systems["reference_images"]["finding_agreement"]["macro_auroc"],
             "fid": systems["model"]["distribution"]["fid"],
@@ -618,6 +655,7 @@ def _headline(result: dict) -> dict:
             "original_macro_auroc": preservation["original_macro_auroc"],
             "round_trip_macro_auroc": preservation["round_trip_macro_auroc"],
             "auroc_drop": drop,
+            "auroc_drop_95ci": images.get("intervals", {}).get("preservation_auroc_drop"),
             "target_drop_max": TARGETS["preservation_auroc_drop_max"],
             "meets_target": drop is not None and drop <= TARGETS["preservation_auroc_drop_max"],
         }
@@ -774,7 +812,9 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
         if "report" in config.tasks:
             result["cxr_to_report"] = {
                 "guidance_scale": config.report_guidance_scale,
-                **score_report_task(items, train, folder, classifier, labeler, convention, config.meteor),
+                **score_report_task(
+                    items, train, folder, classifier, labeler, convention, config.meteor, config.seed
+                ),
             }
         probabilities: dict[str, np.ndarray] = {}
         if "image" in config.tasks:
