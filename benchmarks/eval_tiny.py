@@ -25,7 +25,7 @@ RESULT = REPO / "benchmarks" / "results" / "eval_tiny.json"
 # Settings tried on the first VALIDATION_ITEMS items of the *validation* split; the test run uses the
 # best there (never chosen on test): report -> CXR sampling and guidance by finding agreement,
 # CXR -> report guidance (against no image) by micro-F1-14.
-IMAGE_SWEEP = [("greedy", 1.0), ("greedy", 2.0), ("greedy", 3.0), ("greedy", 4.0), ("top-p", 3.0)]
+IMAGE_SWEEP = [("greedy", 2.0), ("greedy", 3.0), ("greedy", 4.0), ("top-p", 3.0)]
 REPORT_SWEEP = [1.0, 1.5, 2.0, 3.0]
 VALIDATION_ITEMS = 200
 
@@ -34,6 +34,12 @@ def llmcxr(*args: str) -> None:
     command = [sys.executable, "-m", "llmcxr.cli", *args]
     print("$ llmcxr " + " ".join(args), flush=True)
     subprocess.run(command, check=True, cwd=REPO)
+
+
+def _shown(path: Path) -> str:
+    """A path as the command line would give it: relative to the repository where it lies inside."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def trained_with_image_dropout(model: Path) -> bool:
@@ -108,8 +114,8 @@ def main() -> None:
     wall = time.perf_counter() - started
 
     summary = {
-        "command": "python benchmarks/eval_tiny.py  (= llmcxr eval run --model checkpoints/llmcxr-tiny "
-        f"--data {args.world.relative_to(REPO) if args.world.is_relative_to(REPO) else args.world} "
+        "command": f"python benchmarks/eval_tiny.py  (= llmcxr eval run --model {_shown(args.model)} "
+        f"--data {_shown(args.world)} "
         f"--split test --classifier ... --image-sampling {sampling} --guidance-scale {scale} "
         f"--report-guidance-scale {report_scale})",
         "validation_sweep": {
