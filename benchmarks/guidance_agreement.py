@@ -1,19 +1,23 @@
-"""Classifier-free guidance vs image-report agreement (report -> CXR) on a synthetic world.
+"""Classifier-free guidance vs image-report agreement (report -> CXR) of the shipped tiny model.
 
-    nice -n 10 python benchmarks/guidance_agreement.py [--model runs/tiny-cpu/run/model]
-        [--classifier /tmp/llmcxr-bench/classifier-2000-64] [--world /tmp/llmcxr-bench/world-2000-64]
-        [--records 200] [--scales 1 2 3] [--seed 0] [--batch-size 16]
-        [--out benchmarks/results/guidance_agreement.json]
+    nice -n 10 python benchmarks/guidance_agreement.py [--model checkpoints/llmcxr-tiny]
+        [--world runs/e6/world] [--classifier runs/e6/classifier-eval] [--split validate]
+        [--records 200] [--sampling {greedy,top-p}] [--scales 1 2 3 4] [--seed 0] [--batch-size 16]
+        [--bootstrap 1000] [--out benchmarks/results/guidance_agreement.json]
 
-For each guidance scale, one image is generated per test report (same seeds at every scale, so
-the comparison is paired), the project's finding classifier scores the images, and its
-probabilities are compared with the record's image labels (report labels less the findings the
-renderer did not draw) over the findings the renderer draws: per-class AUROC and macro-AUROC
-(``llmcxr.metrics.images.finding_agreement``; classes with one label value are skipped and listed).
-Two references bound the numbers: the REAL test images (ceiling: what the classifier can read) and
-images generated from an EMPTY report (floor: unconditional samples carry no report information,
-so their AUROC is chance up to sampling noise). A bootstrap over records (same resamples for every
-condition) gives a 95% interval for each macro-AUROC. One torch thread, fp32 (see docs/generation.md).
+Builds what is missing first, as ``benchmarks/eval_tiny.py`` does: the 3,000-image 64 px template
+world (seed 0) and the seed-1 finding classifier (the scoring one; seed 0 tuned the tokenizer).
+For each guidance scale, one image is generated per report of the first ``--records`` records of
+``--split`` (validation by default: the test split is kept for the final eval run), with the same
+seeds at every scale so the comparison is paired. The classifier scores the images against the
+records' image labels (report labels less the findings the renderer did not draw) over the drawn
+findings: per-class AUROC and macro-AUROC (``llmcxr.metrics.images.finding_agreement``; classes
+with one label value are skipped and listed). Two references bound the numbers: the REAL images
+(ceiling: what the classifier can read) and images generated from an EMPTY report (floor: they carry
+no report information, so their AUROC is chance; greedy makes them all one image, exactly 0.5).
+Each macro-AUROC gets a 95% bootstrap interval over records, and each scale a paired interval of its
+gain over the unconditional floor (``llmcxr.metrics.intervals``: the same resamples everywhere).
+One torch thread, fp32 (see docs/generation.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import argparse
 import hashlib
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,9 +36,9 @@ import torch
 
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
-from llmcxr.generation import LLMCXR
+from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.imaging import load_cxr
-from llmcxr.metrics.clinical import LabelConvention
+from llmcxr.metrics.clinical import LabelConvention, binarize_labels
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
     image_labels,
@@ -41,13 +47,22 @@ from llmcxr.metrics.finding_classifier import (
     train_finding_classifier,
 )
 from llmcxr.metrics.images import finding_agreement
+from llmcxr.metrics.intervals import item_resamples, macro_auroc, paired_difference, percentile_interval
 from llmcxr.training.tasks import stage_report
 
 ROOT = Path(__file__).resolve().parents[1]
+# greedy: the shipped model's image sampling (picked on validation by benchmarks/eval_tiny.py).
+SAMPLINGS = {"greedy": SamplingConfig(do_sample=False), "top-p": SamplingConfig()}
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shown(path: Path) -> str:
+    """A path as the command line would give it: relative to the repository where it lies inside."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def training_reports(model_folder: Path) -> tuple[set[str], list[str]]:
@@ -67,19 +82,6 @@ def agreement(probabilities: np.ndarray, labels: list[dict[str, int]], classes, 
     return finding_agreement(probabilities, labels, classes, LabelConvention(), score_classes=drawn)
 
 
-def bootstrap_macro(
-    probabilities: np.ndarray, labels: list[dict[str, int]], classes, drawn, resamples: list[np.ndarray]
-) -> dict[str, float | int]:
-    """95% percentile interval of the macro-AUROC over record resamples (classes re-skipped per resample)."""
-    values = []
-    for rows in resamples:
-        macro = agreement(probabilities[rows], [labels[i] for i in rows], classes, drawn)["macro_auroc"]
-        if macro is not None:
-            values.append(macro)
-    low, high = np.percentile(values, [2.5, 97.5]) if values else (None, None)
-    return {"low": float(low), "high": float(high), "resamples": len(values)}
-
-
 def summarize(result: dict) -> dict:
     return {
         "macro_auroc": result["macro_auroc"],
@@ -90,18 +92,30 @@ def summarize(result: dict) -> dict:
     }
 
 
+def describe_sampling(name: str, seed: int) -> str:
+    config = SAMPLINGS[name]
+    if not config.do_sample:
+        return "greedy (argmax; seeds unused)"
+    return (
+        f"top-p {config.top_p}, temperature {config.temperature:g}, seed {seed} "
+        "(row i: seed + i, same at every scale)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "runs" / "tiny-cpu" / "run" / "model")
-    parser.add_argument("--classifier", type=Path, default=Path("/tmp/llmcxr-bench/classifier-2000-64"))
-    parser.add_argument("--world", type=Path, default=Path("/tmp/llmcxr-bench/world-2000-64"))
+    parser.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "llmcxr-tiny")
+    parser.add_argument("--world", type=Path, default=ROOT / "runs" / "e6" / "world")
+    parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "e6" / "classifier-eval")
     parser.add_argument(
-        "--records", type=int, default=200, help="test records used (first N; the world has 200)"
+        "--split", default="validate", help="record split scored (test is kept for the final eval run)"
     )
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    parser.add_argument("--records", type=int, default=200, help="records of the split used (first N)")
+    parser.add_argument("--sampling", choices=sorted(SAMPLINGS), default="greedy", help="image sampling")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--bootstrap", type=int, default=200, help="record resamples for the intervals")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="record resamples for the intervals")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "guidance_agreement.json"
     )
@@ -110,37 +124,53 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
 
+    if not (args.world / "world.json").is_file():
+        # The world the shipped model was trained on (its validation and test splits were not).
+        command = [sys.executable, "-m", "llmcxr.cli", "data", "synth", "--n", "3000", "--size", "64",
+                   "--seed", "0", "--reports", "templates", "--out", str(args.world), "--workers", "2"]  # fmt: skip
+        print("$ " + " ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
     records = read_synthetic_world(args.world)
-    test = [r for r in records if r.split == "test"][: args.records]
+    chosen = [r for r in records if r.split == args.split][: args.records]
+    if not chosen:
+        raise SystemExit(f"no {args.split!r} records in {args.world}")
     if not (args.classifier / "classifier.safetensors").is_file():
+        # Seed 1, as `llmcxr eval train-classifier --steps 1000 --seed 1` in eval_tiny.py: scored by a
+        # network the tokenizer's clinical loss (seed 0) was not tuned against.
         print(f"no classifier at {args.classifier}: training one on {args.world}")
-        train_finding_classifier(records, 64, args.classifier, train=ClassifierTrainConfig(), log=print)
+        train = ClassifierTrainConfig(steps=1000, seed=1)
+        train_finding_classifier(records, 64, args.classifier, train=train, log=print)
     classifier = load_finding_classifier(args.classifier)
     classes = list(classifier.config.classes)
     drawn = sorted({name for r in records for name in r.extra.get("drawn", [])} & set(classes))
-    labels = [image_labels(r) for r in test]
-    report_labels = [dict(r.labels) for r in test]
+    columns = [classes.index(name) for name in drawn]
+    labels = [image_labels(r) for r in chosen]
+    targets = binarize_labels(labels, drawn, LabelConvention())
+    report_labels = [dict(r.labels) for r in chosen]
 
     llm = LLMCXR.from_pretrained(args.model, device="cpu", dtype=torch.float32)
     train_config = json.loads((args.model / "llmcxr_train.json").read_text(encoding="utf-8"))
     stage = int(train_config.get("stage", 1))
-    reports = [stage_report(r, stage) for r in test]
+    reports = [stage_report(r, stage) for r in chosen]
     seen_reports, model_worlds = training_reports(args.model)
     leaked = sum(report in seen_reports for report in reports)
 
     size = classifier.config.image_size
+    sampling = SAMPLINGS[args.sampling]
     probabilities: dict[str, np.ndarray] = {}
     timings: dict[str, dict[str, float]] = {}
     begin = time.perf_counter()
-    probabilities["real"] = classifier.predict(load_record_images(test, size)).numpy()
+    probabilities["real"] = classifier.predict(load_record_images(chosen, size)).numpy()
     timings["real"] = {"classify_s": round(time.perf_counter() - begin, 2)}
 
     conditions = [(f"scale_{s:g}", reports, s) for s in args.scales] + [
-        ("unconditional", [""] * len(test), 1.0)
+        ("unconditional", [""] * len(chosen), 1.0)
     ]
     for name, texts, scale in conditions:
         begin = time.perf_counter()
-        images = llm.generate_image(texts, guidance_scale=scale, seed=args.seed, batch_size=args.batch_size)
+        images = llm.generate_image(
+            texts, guidance_scale=scale, seed=args.seed, sampling=sampling, batch_size=args.batch_size
+        )
         generate_s = time.perf_counter() - begin
         begin = time.perf_counter()
         pixels = torch.stack([load_cxr(result.image, size) for result in images])
@@ -152,20 +182,33 @@ def main() -> None:
         }
         print(f"{name}: {len(images)} images in {generate_s:.1f} s")
 
-    rng = np.random.default_rng(args.seed)
-    resamples = [rng.integers(0, len(test), len(test)) for _ in range(args.bootstrap)]
+    # One set of record resamples for every condition, so the gains below are paired.
+    rows = item_resamples(len(chosen), resamples=args.bootstrap, seed=args.seed)
+    statistics = {
+        name: (lambda r, p=probs: macro_auroc(p[r][:, columns], targets[r]))
+        for name, probs in probabilities.items()
+    }
     results = {}
     for name, probs in probabilities.items():
         scored = summarize(agreement(probs, labels, classes, drawn))
-        scored["macro_auroc_95ci"] = bootstrap_macro(probs, labels, classes, drawn, resamples)
+        scored["macro_auroc_95ci"] = percentile_interval(statistics[name], rows)
         scored["macro_auroc_report_labels"] = agreement(probs, report_labels, classes, drawn)["macro_auroc"]
+        if name.startswith("scale_"):
+            scored["gain_over_unconditional_95ci"] = paired_difference(
+                statistics[name], statistics["unconditional"], rows
+            )
         results[name] = scored
         ci = scored["macro_auroc_95ci"]
-        print(f"{name}: macro-AUROC {scored['macro_auroc']:.3f} (95% CI {ci['low']:.3f}-{ci['high']:.3f})")
+        interval = f"{ci['low']:.3f}-{ci['high']:.3f}" if ci else "undefined"
+        macro = scored["macro_auroc"]
+        print(f"{name}: macro-AUROC {macro if macro is None else f'{macro:.3f}'} (95% CI {interval})")
 
     out = {
         "command": "nice -n 10 python benchmarks/guidance_agreement.py "
-        f"--records {args.records} --scales {' '.join(f'{s:g}' for s in args.scales)} --seed {args.seed}",
+        f"--model {shown(args.model)} --world {shown(args.world)} --classifier {shown(args.classifier)} "
+        f"--split {args.split} --records {args.records} --sampling {args.sampling} "
+        f"--scales {' '.join(f'{s:g}' for s in args.scales)} --seed {args.seed} "
+        f"--batch-size {args.batch_size} --bootstrap {args.bootstrap}",
         "model": {
             "folder": str(args.model),
             "weights_sha256": file_sha256(args.model / "model.safetensors"),
@@ -180,11 +223,11 @@ def main() -> None:
             "weights_sha256": classifier.weights_sha256,
             "image_size": size,
         },
-        "world": {"folder": str(args.world), "split": "test", "n_records": len(test)},
-        "test_reports_seen_in_model_training": leaked,
+        "world": {"folder": str(args.world), "split": args.split, "n_records": len(chosen)},
+        "reports_seen_in_model_training": leaked,
         "labels": "image labels (report labels less undrawn findings); uncertain as positive",
         "classes_scored": drawn,
-        "sampling": f"top-p 0.92, temperature 1, seed {args.seed} (row i: seed + i, same at every scale)",
+        "sampling": describe_sampling(args.sampling, args.seed),
         "batch_size": args.batch_size,
         "bootstrap_resamples": args.bootstrap,
         "macro_auroc": {name: r["macro_auroc"] for name, r in results.items()},
@@ -198,7 +241,7 @@ def main() -> None:
         },
     }
     write_json(args.out, out)
-    print(f"test reports seen in the model's training data: {leaked}/{len(test)}")
+    print(f"{args.split} reports seen in the model's training data: {leaked}/{len(chosen)}")
     print(f"wrote {args.out} in {out['total_seconds']} s")
 
 
