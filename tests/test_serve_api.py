@@ -119,6 +119,41 @@ def test_report_from_each_upload_kind_matches_the_library(client, llm, tmp_path,
     assert isinstance(body["stopped"], bool) and body["seconds"] >= body["compute_s"] > 0
 
 
+def test_report_guidance_matches_the_library(client, llm):
+    pixels = load_image(Image.open(io.BytesIO(cxr_png(6))))
+    # The tiny model was trained without image dropout: the library warns, the server still answers.
+    with pytest.warns(UserWarning, match="unconditional_report_fraction"):
+        expected = llm.report(pixels, sampling=sampling(4), guidance_scale=2.0).text
+    with pytest.warns(UserWarning, match="unconditional_report_fraction"):  # on the worker thread
+        guided = client.post(
+            "/v1/report", files={"image": ("g.png", cxr_png(6))}, data={"seed": "4", "guidance_scale": "2.0"}
+        )
+    assert guided.status_code == 200, guided.text
+    assert guided.json()["text"] == expected
+
+
+def test_report_guidance_defaults_to_none(client, llm):
+    pixels = load_image(Image.open(io.BytesIO(cxr_png(6))))
+    default = client.post("/v1/report", files={"image": ("g.png", cxr_png(6))}, data={"seed": "4"})
+    one = client.post(
+        "/v1/report", files={"image": ("g.png", cxr_png(6))}, data={"seed": "4", "guidance_scale": "1.0"}
+    )
+    assert default.status_code == one.status_code == 200, default.text
+    assert default.json()["text"] == one.json()["text"] == llm.report(pixels, sampling=sampling(4)).text
+
+
+def test_report_guidance_out_of_range(client):
+    for scale in ("50", "-1"):
+        reply = client.post(
+            "/v1/report", files={"image": ("g.png", cxr_png(6))}, data={"guidance_scale": scale}
+        )
+        assert reply.status_code == 422, scale
+        assert reply.json()["error"] == "invalid_request"
+        assert reply.json()["reason"].startswith("guidance_scale")
+    with pytest.raises(BadInputError, match=r"guidance_scale: 50.0 is outside 0.0..20.0"):
+        client.app.state.service.report(np.zeros((64, 64), np.float32), guidance_scale=50.0)
+
+
 def test_image_is_a_png_of_the_model_resolution_and_seeded(client, llm):
     request = {"report": REPORTS[1], "guidance_scale": 2.0, "seed": 5}
     first = client.post("/v1/image", json=request)
@@ -148,6 +183,11 @@ def test_openapi_lists_the_endpoints(client):
     schema = client.get("/openapi.json").json()
     assert {"/v1/report", "/v1/image", "/v1/answer", "/v1/chat", "/v1/health"} <= set(schema["paths"])
     assert "image/png" in schema["paths"]["/v1/image"]["post"]["responses"]["200"]["content"]
+    report_form = schema["paths"]["/v1/report"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form_schema = report_form["schema"]
+    if "$ref" in form_schema:
+        form_schema = schema["components"]["schemas"][form_schema["$ref"].rsplit("/", 1)[-1]]
+    assert form_schema["properties"]["guidance_scale"]["default"] == 1.0
     assert client.get("/docs").status_code == 200
 
 
@@ -323,6 +363,7 @@ def test_cli_serve_is_registered_and_refuses_a_missing_model(tmp_path):
     assert "model folder not found" in str(result.exception)
 
 
+@pytest.mark.filterwarnings("ignore:.*unconditional_report_fraction:UserWarning")  # report guidance
 def test_web_app_handlers_share_the_worker_and_explain_errors(client, tmp_path):
     import gradio as gr
 
@@ -340,6 +381,12 @@ def test_web_app_handlers_share_the_worker_and_explain_errors(client, tmp_path):
         ui.report(None, 0, progress=quiet)
     with pytest.raises(gr.Error, match="upload 'bad.png': not an image"):
         ui.report(str(bad), 0, progress=quiet)
+    guided = client.post(
+        "/v1/report", files={"image": ("cxr.png", cxr_png(4))}, data={"seed": "2", "guidance_scale": "2.5"}
+    ).json()
+    assert ui.report(str(good), 2, 2.5, progress=quiet) == guided["text"]
+    with pytest.raises(gr.Error, match="guidance_scale: 50.0 is outside"):
+        ui.report(str(good), 2, 50, progress=quiet)
     with pytest.raises(gr.Error, match="question: is empty"):
         ui.answer(str(good), " ", 0, progress=quiet)
     drawn = ui.image(REPORTS[0], 1.5, 3, 7, False, progress=quiet)

@@ -99,6 +99,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 IMAGE_FIELD = File(..., description="chest X-ray: PNG, JPEG or DICOM")
 SEED_FIELD = Form(0, ge=0, le=MAX_SEED, description="sampling seed")
 GREEDY_FIELD = Form(False, description="greedy decoding instead of top-p sampling")
+REPORT_GUIDANCE_FIELD = Form(
+    1.0,
+    ge=GUIDANCE_RANGE[0],
+    le=GUIDANCE_RANGE[1],
+    description="classifier-free guidance against no image; 1 = none; needs a model trained with image dropout",
+)
 
 
 # --- the routes ---------------------------------------------------------------------------------
@@ -145,11 +151,14 @@ def build_router(service: Service) -> APIRouter:
 
     @router.post("/report", response_model=TextReply, summary="CXR -> report (image upload)")
     async def report(
-        image: UploadFile = IMAGE_FIELD, seed: int = SEED_FIELD, greedy: bool = GREEDY_FIELD
+        image: UploadFile = IMAGE_FIELD,
+        seed: int = SEED_FIELD,
+        greedy: bool = GREEDY_FIELD,
+        guidance_scale: float = REPORT_GUIDANCE_FIELD,
     ) -> TextReply:
         start = time.perf_counter()
         pixels = await _pixels(image)
-        result = await _wait(service, lambda: service.report(pixels, seed, greedy))
+        result = await _wait(service, lambda: service.report(pixels, seed, greedy, guidance_scale))
         return _text_reply(result, start)
 
     @router.post("/answer", response_model=TextReply, summary="VQA: a question about a CXR")

@@ -61,6 +61,13 @@ class Service:
             )
         return text
 
+    def check_guidance(self, guidance_scale: float) -> float:
+        """Bound a classifier-free guidance scale to GUIDANCE_RANGE; raises BadInputError."""
+        low, high = GUIDANCE_RANGE
+        if not low <= guidance_scale <= high:
+            raise BadInputError("guidance_scale", f"{guidance_scale} is outside {low}..{high}")
+        return guidance_scale
+
     def sampling(self, seed: int, greedy: bool) -> SamplingConfig:
         if not 0 <= seed <= MAX_SEED:
             raise BadInputError("seed", f"{seed} is outside 0..{MAX_SEED}")
@@ -68,9 +75,16 @@ class Service:
 
     # --- jobs (each returns the worker's Future) ----------------------------------------------------
 
-    def report(self, pixels: np.ndarray, seed: int = 0, greedy: bool = False) -> Future:
+    def report(
+        self, pixels: np.ndarray, seed: int = 0, greedy: bool = False, guidance_scale: float = 1.0
+    ) -> Future:
+        """Future of a TextResult; ``guidance_scale`` > 1 contrasts with the same prompt with no image
+        (the model warns, without failing, when it was trained without image dropout)."""
+        guidance_scale = self.check_guidance(guidance_scale)
         sampling = self.sampling(seed, greedy)
-        return self.worker.submit(lambda model: model.report(pixels, sampling=sampling))
+        return self.worker.submit(
+            lambda model: model.report(pixels, sampling=sampling, guidance_scale=guidance_scale)
+        )
 
     def answer(self, pixels: np.ndarray, question: str, seed: int = 0, greedy: bool = False) -> Future:
         question = self.check_text("question", question)
@@ -94,9 +108,7 @@ class Service:
     ) -> Future:
         """Future of a list of ``n`` ImageResults (progress: called with images finished per batch)."""
         report = self.check_text("report", report)
-        low, high = GUIDANCE_RANGE
-        if not low <= guidance_scale <= high:
-            raise BadInputError("guidance_scale", f"{guidance_scale} is outside {low}..{high}")
+        guidance_scale = self.check_guidance(guidance_scale)
         if not 1 <= n <= self.config.max_samples:
             raise BadInputError("n", f"{n} images is outside 1..{self.config.max_samples}")
         sampling = replace(self.sampling(seed, greedy), seed=seed)

@@ -87,9 +87,13 @@ class UI:
             return None
         return Image.fromarray((self._pixels(upload) * 255).round().astype(np.uint8))
 
-    def report(self, upload: Any, seed: float, progress: gr.Progress = gr.Progress()) -> str:
+    def report(
+        self, upload: Any, seed: float, guidance_scale: float = 1.0, progress: gr.Progress = gr.Progress()
+    ) -> str:
         pixels = self._pixels(upload)
-        future = self._submit(lambda: self.service.report(pixels, int(seed)))
+        future = self._submit(
+            lambda: self.service.report(pixels, int(seed), guidance_scale=float(guidance_scale))
+        )
         return self._wait(future, progress, lambda: (0.5, "writing the report")).text
 
     def answer(self, upload: Any, question: str, seed: float, progress: gr.Progress = gr.Progress()) -> str:
@@ -145,10 +149,14 @@ def build_ui(service: Service) -> gr.Blocks:
                             elem_id="report-preview",
                         )
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                        # 1 = none; above 1 needs a model trained with image dropout
+                        report_guidance = gr.Slider(
+                            *GUIDANCE_RANGE, value=1.0, step=0.5, label="Guidance (against no image)"
+                        )
                         button = gr.Button("Write report", variant="primary", elem_id="report-button")
                     report_out = gr.Textbox(label="Report", lines=10, elem_id="report-output")
                 upload.change(ui.preview, upload, preview)
-                button.click(ui.report, [upload, seed], report_out)
+                button.click(ui.report, [upload, seed, report_guidance], report_out)
                 gr.Examples([[str(e.image)] for e in examples], [upload], label="Example CXRs (synthetic)")
 
             with gr.Tab("Report → CXR", id="image"):
