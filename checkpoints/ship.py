@@ -3,7 +3,10 @@
     python checkpoints/ship.py --run runs/e6/lm2 --recipe recipes/tiny-synth.yaml
 
 Everything in the record is read from the run: parameters, steps and minutes from ``train_log.json``,
-training images from the recipe's data sources (train split), sha256 of both weight files.
+training images from the recipe's data sources (train split), sha256 of both weight files. A run that
+continued another model (the recipe's ``model.base`` is an exported model folder) lists the whole chain
+under ``stages``, oldest first; steps and minutes are the chain's totals (a stage cut at a checkpoint,
+``stopped_at_step`` in its folder's ``llmcxr_train.json``, counts its minutes pro rata).
 """
 
 from __future__ import annotations
@@ -25,6 +28,32 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def run_summary(output_dir: Path) -> dict:
+    """The trainer's closing log entry (steps, runtime) of a run folder."""
+    log = json.loads((output_dir / "train_log.json").read_text())
+    return next(e for e in log["log_history"] if "train_runtime" in e)
+
+
+def stage(output_dir: str, steps: int | None, base: str | None) -> dict:
+    """One training stage: the run, the steps its weights reached and their minutes."""
+    summary = run_summary(Path(output_dir))
+    steps = steps or summary["step"]
+    minutes = summary["train_runtime"] / 60 * steps / summary["step"]
+    return {"run": output_dir, "steps": steps, "minutes": round(minutes, 1), "continued_from": base}
+
+
+def training_chain(recipe: TrainRecipe, run: Path) -> list[dict]:
+    """This run and the runs whose exported models it continued from (``model.base``), oldest first."""
+    chain = [stage(str(run), None, str(recipe.model.base) if recipe.model.base else None)]
+    base = recipe.model.base
+    while base is not None and (Path(base) / "llmcxr_train.json").is_file():
+        earlier = json.loads((Path(base) / "llmcxr_train.json").read_text())
+        parent = earlier["model"].get("base")
+        chain.append(stage(earlier["output_dir"], earlier.get("stopped_at_step"), parent))
+        base = parent
+    return chain[::-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the recipe's output_dir (has model/)")
@@ -33,8 +62,9 @@ def main() -> None:
     args = parser.parse_args()
 
     log = json.loads((args.run / "train_log.json").read_text())
-    summary = next(e for e in log["log_history"] if "train_runtime" in e)
+    summary = run_summary(args.run)
     recipe = load_config(TrainRecipe, args.recipe)
+    chain = training_chain(recipe, args.run)
     train_images = sum(
         1 for source in recipe.data for record in read_source(source) if record.split == "train"
     )
@@ -43,11 +73,13 @@ def main() -> None:
     shutil.copytree(args.run / "model", args.out)
     about = {
         "parameters": log["num_parameters"],
-        "train_steps": summary["step"],
-        "train_minutes": round(summary["train_runtime"] / 60, 1),
+        "train_steps": sum(s["steps"] for s in chain),
+        "train_minutes": round(sum(s["minutes"] for s in chain), 1),
         "recipe": str(args.recipe),
         "train_images": train_images,
-        "how": f"the final step ({summary['step']}) of `llmcxr train --config {args.recipe}`",
+        "how": f"the final step ({summary['step']}) of `llmcxr train --config {args.recipe}`"
+        + (f", the last of {len(chain)} stages (`stages`)" if len(chain) > 1 else ""),
+        "stages": chain,
         "model_sha256": sha256(args.out / "model.safetensors"),
         "vq_sha256": sha256(args.out / "vq" / "vqgan.safetensors"),
     }
@@ -61,8 +93,9 @@ X-rays (template reports), with its image tokenizer in `vq/` (8x8 = 64 tokens, 5
 the project's synthetic world.
 
 - Recipe: `{args.recipe}`; its header lists every command that rebuilds this folder from nothing
-  ({about["train_minutes"]:.0f} minutes of LM training on one core of a 2-core CPU, plus ~25 minutes for
-  the tokenizer), ending with `python checkpoints/ship.py`, which wrote this README and `SHIPPED.json`.
+  ({about["train_minutes"]:.0f} minutes of LM training in {len(chain)} stage(s) on one core of a 2-core
+  CPU, plus 8-25 minutes per tokenizer stage), ending with `python checkpoints/ship.py`, which wrote this
+  README and `SHIPPED.json`.
 - Which weights: {about["how"]}, {about["train_images"]} training images (`SHIPPED.json`, with the
   sha256 of both weight files; a test checks them).
 - How good: `python benchmarks/eval_tiny.py` -> `benchmarks/results/eval_tiny.json` (synthetic test split,
