@@ -12,11 +12,22 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from _tiny_lm import TINY_SCRATCH, TOKENS_PER_IMAGE, DictStore, tiny_model, tiny_tokenizer, write_world
+from _tiny_lm import (
+    LM_VQ,
+    REPORTS,
+    TINY_SCRATCH,
+    TOKENS_PER_IMAGE,
+    DictStore,
+    tiny_llmcxr_folder,
+    tiny_model,
+    tiny_tokenizer,
+    write_world,
+)
 from llmcxr.config import load_config
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.datasets.manifest import read_manifest
 from llmcxr.datasets.mimic import read_mimic
+from llmcxr.model import load_llmcxr_folder
 from llmcxr.prompt import IGNORE_INDEX
 from llmcxr.records import QA, CXRRecord
 from llmcxr.training import (
@@ -35,6 +46,7 @@ from llmcxr.training import (
     train_recipe,
 )
 from llmcxr.training.config import TASKS
+from llmcxr.training.trainer import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -330,3 +342,18 @@ def test_lora_run_with_checkpointing_exports_a_merged_plain_model(tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(folder)  # no adapter files: LoRA merged into the weights
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert not (folder / "adapter_config.json").exists()
+
+
+def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
+    """``model.base`` = a folder this project exported: same vocabulary, same image ids, same weights."""
+    folder = tiny_llmcxr_folder(tmp_path / "first", REPORTS)
+    exported = load_llmcxr_folder(folder)
+    recipe = TrainRecipe(
+        output_dir=tmp_path / "second",
+        data=[DataSource("manifest", tmp_path / "unused.jsonl", tmp_path / "tokens")],
+        model=ModelSpec(base=folder),
+    )
+    model, tokenizer, image_tokens = prepare_model(recipe, [], LM_VQ.codebook_size, LM_VQ.num_tokens)
+    assert len(tokenizer) == len(exported.tokenizer) and image_tokens == exported.image_tokens
+    before, after = exported.model.get_input_embeddings().weight, model.get_input_embeddings().weight
+    assert after.shape == before.shape and torch.equal(after, before)  # no new rows, nothing re-initialised
