@@ -38,7 +38,7 @@ from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.imaging import load_cxr
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels
+from llmcxr.metrics.clinical import LabelConvention, auroc_per_class, binarize_labels
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
     image_labels,
@@ -47,7 +47,7 @@ from llmcxr.metrics.finding_classifier import (
     train_finding_classifier,
 )
 from llmcxr.metrics.images import finding_agreement
-from llmcxr.metrics.intervals import item_resamples, macro_auroc, paired_difference, percentile_interval
+from llmcxr.metrics.intervals import item_resamples, paired_difference, percentile_interval
 from llmcxr.training.tasks import stage_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def main() -> None:
     # One set of record resamples for every condition, so the gains below are paired.
     rows = item_resamples(len(chosen), resamples=args.bootstrap, seed=args.seed)
     statistics = {
-        name: (lambda r, p=probs: macro_auroc(p[r][:, columns], targets[r]))
+        name: (lambda r, p=probs: auroc_per_class(p[r][:, columns], targets[r], drawn)["macro_auroc"])
         for name, probs in probabilities.items()
     }
     results = {}

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
+
+from llmcxr.metrics.clinical import precision_recall_f1
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -40,45 +40,25 @@ def percentile_interval(
     return {"low": float(low), "high": float(high), "level": level, "resamples": len(values)}
 
 
-def micro_f1(reference: np.ndarray, predicted: np.ndarray) -> float:
-    """Micro-F1 of (N, C) 0/1 arrays (true/false positives pooled over classes; 0 when undefined)."""
-    ref, pred = reference.astype(bool), predicted.astype(bool)
-    tp = float((ref & pred).sum())
-    wrong = float((ref ^ pred).sum())
-    return 2 * tp / (2 * tp + wrong) if tp + wrong else 0.0
-
-
-def macro_auroc(scores: np.ndarray, targets: np.ndarray) -> float | None:
-    """Mean AUROC over the columns of (N, C) scores vs 0/1 targets that hold both values (None if none
-    does): ``clinical.auroc_per_class``'s macro value in one torchmetrics call (ties count one half)."""
-    positives = targets.sum(axis=0)
-    defined = (positives > 0) & (positives < len(targets))
-    if not defined.any():
-        return None
-    scores = torch.from_numpy(np.asarray(scores, dtype=np.float64)[:, defined])
-    targets = torch.from_numpy(np.asarray(targets, dtype=np.int64)[:, defined])
-    if targets.shape[1] == 1:  # torchmetrics' multilabel form needs two labels or more
-        return float(binary_auroc(scores[:, 0], targets[:, 0], thresholds=None))
-    per_class = multilabel_auroc(scores, targets, num_labels=targets.shape[1], average=None, thresholds=None)
-    return float(per_class.mean())
-
-
 def report_f1_intervals(
     reference: np.ndarray, systems: dict[str, np.ndarray], rows: np.ndarray, model: str = "model"
 ) -> dict[str, object]:
     """Intervals of each system's micro-F1 and of the paired difference ``model`` - each other system.
 
     reference, systems[name]: (N, C) 0/1 CheXpert labels of the reference and generated reports."""
+    classes = [str(j) for j in range(reference.shape[1])]
+
+    def micro_f1(items: np.ndarray, predicted: np.ndarray) -> float:
+        return precision_recall_f1(reference[items], predicted[items], classes)["micro"]["f1"]
+
     out: dict[str, object] = {
         "micro_f1": {
-            name: percentile_interval(lambda r, p=pred: micro_f1(reference[r], p[r]), rows)
+            name: percentile_interval(lambda r, p=pred: micro_f1(r, p), rows)
             for name, pred in systems.items()
         }
     }
     out["margin"] = {
-        name: percentile_interval(
-            lambda r, p=pred: micro_f1(reference[r], systems[model][r]) - micro_f1(reference[r], p[r]), rows
-        )
+        name: percentile_interval(lambda r, p=pred: micro_f1(r, systems[model]) - micro_f1(r, p), rows)
         for name, pred in systems.items()
         if name != model
     }

@@ -56,7 +56,13 @@ from llmcxr import atomic
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, labeler_name
+from llmcxr.metrics.clinical import (
+    LabelConvention,
+    auroc_per_class,
+    binarize_labels,
+    label_reports,
+    labeler_name,
+)
 from llmcxr.metrics.eval_markdown import render_markdown
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
@@ -69,7 +75,6 @@ from llmcxr.metrics.finding_classifier import (
 )
 from llmcxr.metrics.intervals import (
     item_resamples,
-    macro_auroc,
     paired_difference,
     percentile_interval,
     report_f1_intervals,
@@ -569,7 +574,7 @@ def score_image_task(
     rows = item_resamples(len(items), seed=config.seed)
 
     def macro(probs: np.ndarray, targets: np.ndarray):  # row indices -> macro-AUROC of those items
-        return lambda r: macro_auroc(probs[r][:, columns], targets[r])
+        return lambda r: auroc_per_class(probs[r][:, columns], targets[r], drawn)["macro_auroc"]
 
     report_targets = binarize_labels(labels, drawn, convention)
     drawn_targets = binarize_labels(drawn_labels, drawn, convention)
