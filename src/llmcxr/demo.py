@@ -37,6 +37,7 @@ import llmcxr
 from llmcxr import atomic
 from llmcxr.config import load_config
 from llmcxr.errors import BadInputError
+from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.records import CXRRecord
 
 REPO = (
@@ -56,9 +57,6 @@ CHAT_INSTRUCTIONS = ["What is a chest X-ray used for?", "Name one sign of heart 
 # CPU by the demo itself (150 steps in 115 s, docs/demo.md); sets max_steps so the cosine schedule ends near the cap.
 SECONDS_PER_STEP = 0.8
 VIEW_SCALE = 4  # 64 px -> 256 px on the page, nearest neighbour so the model's pixels stay visible
-# Report -> CXR guidance for the shipped model: the best finding agreement on validation (0.86 vs 0.74
-# unguided, docs/generation.md). A few minutes of --train leave no gap for guidance to widen: 1 there.
-SHIPPED_IMAGE_GUIDANCE = 3.0
 
 
 # --- the stages ---------------------------------------------------------------------------------
@@ -371,7 +369,7 @@ def run_demo(
             summary = trained_summary(Path(recipe.output_dir), n_images, train_seconds)
 
         start = time.perf_counter()
-        guidance = SHIPPED_IMAGE_GUIDANCE if shipped else 1.0
+        guidance = IMAGE_GUIDANCE if shipped else 1.0  # minutes of --train leave no gap to widen
         results = run_tasks(model_dir, shown_records(world), seed, bars, guidance)
         timings["generate"] = time.perf_counter() - start
 

@@ -27,6 +27,11 @@ import torch
 from llmcxr.prompt.dolly import PromptParts
 from llmcxr.training.tasks import NULL_REPORT
 
+# Report -> CXR scale with the best finding agreement on the synthetic validation split for the shipped
+# model (greedy tokens; benchmarks/results/eval_tiny.json, validation_sweep): the default of
+# `llmcxr eval run`, the web app's slider and the demo. A model trained for minutes gains nothing from it.
+IMAGE_GUIDANCE = 3.0
+
 
 def unconditional_parts(instruction: str) -> PromptParts:
     """The prompt training used for a dropped condition (report or image): same instruction, empty ``Input:``."""

@@ -56,6 +56,7 @@ from llmcxr import atomic
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
 from llmcxr.findings import CHEXPERT_14
+from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.metrics.clinical import (
     LabelConvention,
     auroc_per_class,
@@ -127,7 +128,7 @@ class EvalRunConfig:
     """Finding classifier folder; None = train one on the world's train split (cached in out/classifier)."""
     limit: int | None = None
     """Score the first N records of the split only (items generated so far are kept if it grows)."""
-    guidance_scale: float = 3.0
+    guidance_scale: float = IMAGE_GUIDANCE
     """Classifier-free guidance for report -> CXR (1 = none)."""
     report_guidance_scale: float = 1.0
     """Classifier-free guidance for CXR -> report (1 = none; needs ``unconditional_report_fraction`` in training)."""

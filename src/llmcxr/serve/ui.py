@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from llmcxr.errors import BadInputError
+from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.serve.examples import INSTRUCTIONS, QUESTIONS
 from llmcxr.serve.service import GUIDANCE_RANGE, Service
 from llmcxr.serve.uploads import UPLOAD_SUFFIXES, read_upload_file
@@ -163,10 +164,8 @@ def build_ui(service: Service) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         report_in = gr.Textbox(label="Report", lines=6, elem_id="image-report")
-                        # 3: the scale with the best finding agreement on the synthetic validation
-                        # split (benchmarks/results/eval_tiny.json, validation_sweep).
                         guidance = gr.Slider(
-                            *GUIDANCE_RANGE, value=3.0, step=0.5, label="Guidance scale (1 = none)"
+                            *GUIDANCE_RANGE, value=IMAGE_GUIDANCE, step=0.5, label="Guidance scale (1 = none)"
                         )
                         samples = gr.Slider(1, service.config.max_samples, value=2, step=1, label="Samples")
                         image_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
