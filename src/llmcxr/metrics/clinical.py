@@ -219,11 +219,11 @@ def score_report_labels(
     references: Sequence[str],
     labeler: Labeler | None = None,
     convention: LabelConvention = LabelConvention(),
+    labels: tuple[Sequence[Mapping[str, int]], Sequence[Mapping[str, int]]] | None = None,
 ) -> dict[str, object]:
     """Label both sides with ``labeler`` (default: the project's rules; ``CheXbertLabeler`` where the
-    user has CheXbert weights) and score with ``clinical_efficacy``."""
+    user has CheXbert weights) and score with ``clinical_efficacy``. ``labels`` = (predicted,
+    reference) label rows that ``labeler`` already made, for callers that need them too."""
     labeler = labeler or RuleLabeler()
-    result = clinical_efficacy(
-        label_reports(labeler, predictions), label_reports(labeler, references), convention
-    )
-    return {"labeler": labeler_name(labeler), **result}
+    predicted, reference = labels or (label_reports(labeler, predictions), label_reports(labeler, references))
+    return {"labeler": labeler_name(labeler), **clinical_efficacy(predicted, reference, convention)}

@@ -189,11 +189,17 @@ def evaluate_vqa_files(pred_path: str | Path, ref_path: str | Path) -> dict[str,
 
 
 def score_reports(
-    predictions: list[str], references: list[str], labeler: Labeler, convention: LabelConvention, meteor: bool
+    predictions: list[str],
+    references: list[str],
+    labeler: Labeler,
+    convention: LabelConvention,
+    meteor: bool,
+    labels: tuple[list[dict[str, int]], list[dict[str, int]]] | None = None,
 ) -> dict[str, object]:
-    """Clinical efficacy and language scores of one set of generated (or baseline) reports."""
+    """Clinical efficacy and language scores of one set of generated (or baseline) reports
+    (``labels``: their and the references' label rows, where the caller has them already)."""
     return {
-        "clinical": score_report_labels(predictions, references, labeler, convention),
+        "clinical": score_report_labels(predictions, references, labeler, convention, labels),
         "language": language_scores(predictions, references, meteor=meteor),
     }
 

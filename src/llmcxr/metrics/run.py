@@ -519,20 +519,25 @@ def score_report_task(
     systems = {"model": [reports[r.image_id]["report"] for r in items]}
     systems |= report_baseline_predictions(list(train), list(items), classifier)
     references = [r.report for r in items]
+    reference_labels = label_reports(labeler, references)
+    labels = {name: label_reports(labeler, predictions) for name, predictions in systems.items()}
 
-    def chexpert_14(texts: Sequence[str]) -> np.ndarray:
-        return binarize_labels(label_reports(labeler, texts), CHEXPERT_14, convention)
+    def chexpert_14(rows: Sequence[dict[str, int]]) -> np.ndarray:
+        return binarize_labels(rows, CHEXPERT_14, convention)
 
-    labels = {name: chexpert_14(predictions) for name, predictions in systems.items()}
     return {
         "n": len(items),
         "stopped_at_end": sum(bool(reports[r.image_id]["stopped"]) for r in items),
         "systems": {
-            name: score_reports(predictions, references, labeler, convention, meteor)
+            name: score_reports(
+                predictions, references, labeler, convention, meteor, (labels[name], reference_labels)
+            )
             for name, predictions in systems.items()
         },
         "intervals_micro_f1_14": report_f1_intervals(
-            chexpert_14(references), labels, item_resamples(len(items), seed=seed)
+            chexpert_14(reference_labels),
+            {name: chexpert_14(rows) for name, rows in labels.items()},
+            item_resamples(len(items), seed=seed),
         ),
     }
 
