@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _repo import REPO, shown
+
 RESULT = REPO / "benchmarks" / "results" / "eval_tiny.json"
 # Settings tried on the first VALIDATION_ITEMS items of the *validation* split; the test run uses the
 # best there (never chosen on test): report -> CXR sampling and guidance by finding agreement,
@@ -34,12 +35,6 @@ def llmcxr(*args: str) -> None:
     command = [sys.executable, "-m", "llmcxr.cli", *args]
     print("$ llmcxr " + " ".join(args), flush=True)
     subprocess.run(command, check=True, cwd=REPO)
-
-
-def _shown(path: Path) -> str:
-    """A path as the command line would give it: relative to the repository where it lies inside."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def trained_with_image_dropout(model: Path) -> bool:
@@ -114,8 +109,8 @@ def main() -> None:
     wall = time.perf_counter() - started
 
     summary = {
-        "command": f"python benchmarks/eval_tiny.py  (= llmcxr eval run --model {_shown(args.model)} "
-        f"--data {_shown(args.world)} "
+        "command": f"python benchmarks/eval_tiny.py  (= llmcxr eval run --model {shown(args.model)} "
+        f"--data {shown(args.world)} "
         f"--split test --classifier ... --image-sampling {sampling} --guidance-scale {scale} "
         f"--report-guidance-scale {report_scale})",
         "validation_sweep": {

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _repo import REPO, shown
 
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
@@ -50,19 +51,12 @@ from llmcxr.metrics.images import finding_agreement
 from llmcxr.metrics.intervals import item_resamples, paired_difference, percentile_interval
 from llmcxr.training.tasks import stage_report
 
-ROOT = Path(__file__).resolve().parents[1]
 # greedy: the shipped model's image sampling (picked on validation by benchmarks/eval_tiny.py).
 SAMPLINGS = {"greedy": SamplingConfig(do_sample=False), "top-p": SamplingConfig()}
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def shown(path: Path) -> str:
-    """A path as the command line would give it: relative to the repository where it lies inside."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def training_reports(model_folder: Path) -> tuple[set[str], list[str]]:
@@ -104,9 +98,9 @@ def describe_sampling(name: str, seed: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "llmcxr-tiny")
-    parser.add_argument("--world", type=Path, default=ROOT / "runs" / "e6" / "world")
-    parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "e6" / "classifier-eval")
+    parser.add_argument("--model", type=Path, default=REPO / "checkpoints" / "llmcxr-tiny")
+    parser.add_argument("--world", type=Path, default=REPO / "runs" / "e6" / "world")
+    parser.add_argument("--classifier", type=Path, default=REPO / "runs" / "e6" / "classifier-eval")
     parser.add_argument(
         "--split", default="validate", help="record split scored (test is kept for the final eval run)"
     )
@@ -117,7 +111,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bootstrap", type=int, default=1000, help="record resamples for the intervals")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "guidance_agreement.json"
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "guidance_agreement.json"
     )
     args = parser.parse_args()
     # One thread, fp32: on the shared 2-core CPU two OpenMP threads ran far slower, bf16 ~34x slower.
@@ -129,7 +123,7 @@ def main() -> None:
         command = [sys.executable, "-m", "llmcxr.cli", "data", "synth", "--n", "3000", "--size", "64",
                    "--seed", "0", "--reports", "templates", "--out", str(args.world), "--workers", "2"]  # fmt: skip
         print("$ " + " ".join(command[2:]), flush=True)
-        subprocess.run(command, check=True, cwd=ROOT)
+        subprocess.run(command, check=True, cwd=REPO)
     records = read_synthetic_world(args.world)
     chosen = [r for r in records if r.split == args.split][: args.records]
     if not chosen:
