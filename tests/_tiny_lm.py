@@ -46,12 +46,15 @@ def tiny_tokenizer(
     codebook: int = CODEBOOK,
     tokens_per_image: int = TOKENS_PER_IMAGE,
     instructions: Sequence[str] = REPORT_GENERATION,
+    row_markers: bool = False,
 ):
     """(tokenizer with control + image tokens, ImageTokenMap, size before they were added): BPE
     trained on ``reports`` and the prompt text around them."""
     tokenizer = train_bpe_tokenizer([*reports, INTRO_BLURB, "Input:\n", *instructions], 400)
     old = len(tokenizer)
-    image_tokens = add_cxr_tokens(tokenizer, codebook, tokens_per_image, CONTROL_TOKENS)
+    image_tokens = add_cxr_tokens(
+        tokenizer, codebook, tokens_per_image, CONTROL_TOKENS, row_markers=row_markers
+    )
     return tokenizer, image_tokens, old
 
 
@@ -61,12 +64,17 @@ def tiny_model(vocab_size: int, seed: int = 0, max_positions: int = 512):
 
 
 def tiny_llmcxr_folder(
-    root: Path, reports: Sequence[str], max_positions: int = 512, vq: VQConfig = LM_VQ, seed: int = 0
+    root: Path,
+    reports: Sequence[str],
+    max_positions: int = 512,
+    vq: VQConfig = LM_VQ,
+    seed: int = 0,
+    row_markers: bool = False,
 ) -> Path:
     """A random-weight LLM-CXR folder in the training layout: ``root/run/model`` (BPE tokenizer on
     ``reports`` + control/image tokens + scratch GPT-NeoX) and its micro VQ-GAN in ``root/vq``."""
     tokenizer, image_tokens, _ = tiny_tokenizer(
-        reports, vq.codebook_size, vq.num_tokens, [*REPORT_GENERATION, *IMAGE_GENERATION]
+        reports, vq.codebook_size, vq.num_tokens, [*REPORT_GENERATION, *IMAGE_GENERATION], row_markers
     )
     model = tiny_model(len(tokenizer), seed, max_positions)
     torch.manual_seed(seed)  # the VQ-GAN's weights do not depend on the LM's size

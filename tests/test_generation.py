@@ -111,6 +111,33 @@ def test_image_constraint_composes_with_transformers_generate(llm):
         assert bool(llm.image_tokens.is_image_id(out[:n]).all()) and int(out[n]) == llm.special.end
 
 
+def test_a_model_with_row_markers_draws_and_reads_whole_blocks(tmp_path, cxr_files):
+    folder = tiny_llmcxr_folder(tmp_path, REPORTS * 5, max_positions=256, row_markers=True)
+    llm = LLMCXR.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    tokens = llm.image_tokens
+    assert tokens.has_row_markers and tokens.block_length == 16 + 4
+    results = llm.generate_image(REPORTS[:2], n=4, sampling=SamplingConfig(temperature=2.0), batch_size=8)
+    assert all(r.image_tokens.shape == (4, 4) and r.image_tokens.max() < LM_VQ.codebook_size for r in results)
+    prompts = [llm.prompt_ids(PromptParts(IMAGE_GENERATION[0], r)) for r in REPORTS]
+    out = decode(
+        llm.model,
+        prompts,
+        llm.special,
+        sampling=SamplingConfig(temperature=3.0, top_p=1.0, seed=3),
+        max_new_tokens=tokens.block_length + 5,
+        make_processors=lambda width: [ImageTokenConstraint(tokens, llm.special, width)],
+    )
+    assert out.new_tokens == [tokens.block_length + 1] * 3
+    for row in out.tokens:  # every row of the grid opened by its own marker, codes elsewhere
+        assert [row[r * 5] for r in range(4)] == [tokens.row_marker_first_id + r for r in range(4)]
+        assert tokens.is_image_id(np.array([i for k, i in enumerate(row) if k % 5])).all()
+    guard = TextOnlyConstraint(tokens, llm.special)
+    banned = guard.banned(llm.model.get_output_embeddings().weight.shape[0], torch.device("cpu"))
+    assert all(bool(banned[tokens.row_marker_first_id + r]) for r in range(4))  # text never opens a row
+    report = llm.report(cxr_files[0], sampling=GREEDY)
+    assert report.prompt.input == IMAGE_PLACEHOLDER and report.timings.new_tokens > 0
+
+
 class PreferImages(LogitsProcessor):
     """A model that would rather draw than write: +20 on every image token and the padding rows."""
 

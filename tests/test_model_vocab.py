@@ -51,6 +51,55 @@ def test_adding_tokens_is_idempotent(tok):
     assert again == image_tokens and len(tokenizer) == size
 
 
+def test_row_markers_open_each_row_of_the_block_and_round_trip():
+    from llmcxr.prompt import IMAGE_PLACEHOLDER, PromptParts, decode_example, encode_parts
+
+    tokenizer, image_tokens, _ = tiny_tokenizer(row_markers=True)
+    g = image_tokens.grid_size
+    assert g == 3 and image_tokens.block_length == TOKENS_PER_IMAGE + g
+    first = image_tokens.row_marker_first_id
+    assert tokenizer.convert_tokens_to_ids(image_tokens.row_markers()) == [first, first + 1, first + 2]
+    codes = np.random.default_rng(1).integers(0, CODEBOOK, (g, g))
+    block = image_tokens.block_ids(codes)
+    # row r: its marker, then the row's codes
+    expected = [[first + r, *(image_tokens.first_id + codes[r])] for r in range(g)]
+    assert block.tolist() == [i for row in expected for i in row]
+    assert np.array_equal(image_tokens.block_codes(block), codes.reshape(-1))
+    assert np.array_equal(
+        image_tokens.block_codes(np.stack([block, block])), np.stack([codes.reshape(-1)] * 2)
+    )
+    assert [image_tokens.block_allowed(t) for t in (0, 1, 4, 8)] == [
+        (first, first + 1),
+        (image_tokens.first_id, image_tokens.last_id + 1),
+        (first + 1, first + 2),
+        (first + 2, first + 3),
+    ]
+    swapped = block.copy()
+    swapped[[0, g + 1]] = swapped[[g + 1, 0]]  # rows 0 and 1 opened by each other's marker
+    with pytest.raises(BadInputError, match="row markers"):
+        image_tokens.block_codes(swapped)
+    with pytest.raises(BadInputError, match="expected 12"):
+        image_tokens.block_codes(block[:-1])
+    # a prompt carries the block, and reads back to the same codes
+    parts = PromptParts("Describe.", IMAGE_PLACEHOLDER, "Clear lungs.")
+    example = encode_parts(parts, tokenizer, image_tokens, codes, "input")
+    assert example.input_ids.count(first) == 1 and example.input_ids.count(first + 2) == 1
+    back, back_codes = decode_example(example.input_ids, tokenizer, image_tokens)
+    assert back == parts and np.array_equal(back_codes, codes.reshape(-1))
+
+
+def test_a_tokenizer_with_row_markers_keeps_them():
+    tokenizer, image_tokens, _ = tiny_tokenizer(row_markers=True)
+    size = len(tokenizer)
+    again = add_cxr_tokens(tokenizer, CODEBOOK, TOKENS_PER_IMAGE, CONTROL_TOKENS)  # row_markers not asked
+    assert again == image_tokens and len(tokenizer) == size
+    plain, plain_map, _ = tiny_tokenizer()
+    assert not plain_map.has_row_markers and plain_map.block_length == TOKENS_PER_IMAGE
+    assert np.array_equal(plain_map.block_ids(np.arange(9)), plain_map.codes_to_ids(np.arange(9)))
+    with pytest.raises(BadInputError, match="square grid"):
+        add_cxr_tokens(plain, CODEBOOK, 8, CONTROL_TOKENS, row_markers=True)
+
+
 def test_resize_pads_to_64_and_initialises_new_rows_near_the_mean(tok):
     tokenizer, image_tokens, old = tok
     model = tiny_model(old)  # a "pretrained" model that predates the new tokens

@@ -357,3 +357,29 @@ def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
     assert len(tokenizer) == len(exported.tokenizer) and image_tokens == exported.image_tokens
     before, after = exported.model.get_input_embeddings().weight, model.get_input_embeddings().weight
     assert after.shape == before.shape and torch.equal(after, before)  # no new rows, nothing re-initialised
+
+
+def test_row_markers_can_be_added_when_continuing_an_exported_model(tmp_path: Path):
+    """``image_row_markers`` on a base without them: g new tokens after the image tokens, their rows
+    initialised, every earlier row untouched; the exported folder then reads blocks with markers."""
+    import dataclasses
+
+    folder = tiny_llmcxr_folder(tmp_path / "first", REPORTS)
+    exported = load_llmcxr_folder(folder)
+    recipe = TrainRecipe(
+        output_dir=tmp_path / "second",
+        data=[DataSource("manifest", tmp_path / "unused.jsonl", tmp_path / "tokens")],
+        model=ModelSpec(base=folder),
+        image_row_markers=True,
+    )
+    model, tokenizer, image_tokens = prepare_model(recipe, [], LM_VQ.codebook_size, LM_VQ.num_tokens)
+    g = image_tokens.grid_size
+    assert len(tokenizer) == len(exported.tokenizer) + g
+    assert image_tokens == dataclasses.replace(
+        exported.image_tokens, row_marker_first_id=len(exported.tokenizer)
+    )
+    before, after = exported.model.get_input_embeddings().weight, model.get_input_embeddings().weight
+    old = len(exported.tokenizer)
+    assert torch.equal(after[:old], before[:old])
+    markers = after[old : old + g]
+    assert torch.isfinite(markers).all() and not torch.equal(markers[0], markers[1])

@@ -331,7 +331,7 @@ class LLMCXR:
                 prompts,
                 self.special,
                 sampling=sampling,
-                max_new_tokens=self.image_tokens.tokens_per_image + 1,
+                max_new_tokens=self.image_tokens.block_length + 1,
                 guidance=guidance,
                 make_processors=lambda width: [ImageTokenConstraint(self.image_tokens, self.special, width)],
                 seeds=[seed + i for i in rows],
@@ -342,7 +342,7 @@ class LLMCXR:
                 sum(out.new_tokens),
             )
             g = self.vq.cfg.grid_size
-            codes = self.image_tokens.ids_to_codes(np.asarray(out.tokens, dtype=np.int64)).reshape(-1, g, g)
+            codes = self.image_tokens.block_codes(np.asarray(out.tokens, dtype=np.int64)).reshape(-1, g, g)
             start = time.perf_counter()
             images = self.render(codes)
             timings.render_s = time.perf_counter() - start

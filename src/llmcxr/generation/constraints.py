@@ -70,11 +70,12 @@ def _keep_only(scores: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 class ImageTokenConstraint(LogitsProcessor):
-    """Image mode: exactly ``tokens_per_image`` image tokens, then ``### End``, then end-of-text.
+    """Image mode: exactly one image block, then ``### End``, then end-of-text.
 
-    Generation step t (0-based, counted from ``prompt_length``, the padded prompt width):
-    t < N only ids ``first_id .. last_id``; t == N only ``### End``; t > N only end-of-text (a
-    caller that keeps going past the stop token gets filler, never another image token).
+    Generation step t (0-based, counted from ``prompt_length``, the padded prompt width), N the
+    block length: t < N only ids ``first_id .. last_id`` (or the row's marker where one opens a row:
+    ``ImageTokenMap.block_allowed``); t == N only ``### End``; t > N only end-of-text (a caller that
+    keeps going past the stop token gets filler, never another image token).
     """
 
     def __init__(self, image_tokens: ImageTokenMap, special: SpecialIds, prompt_length: int) -> None:
@@ -84,9 +85,9 @@ class ImageTokenConstraint(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length  # input_ids: (B, prompt_length + step)
-        n = self.image_tokens.tokens_per_image
+        n = self.image_tokens.block_length
         if step < n:
-            return _keep_only(scores, self.image_tokens.first_id, self.image_tokens.last_id + 1)
+            return _keep_only(scores, *self.image_tokens.block_allowed(step))
         forced = self.special.end if step == n else self.special.eos
         return _keep_only(scores, forced, forced + 1)
 
@@ -105,6 +106,9 @@ class TextOnlyConstraint(LogitsProcessor):
         if self._banned is None or self._banned.shape[0] != rows or self._banned.device != device:
             banned = torch.zeros(rows, dtype=torch.bool, device=device)
             banned[self.image_tokens.first_id : self.image_tokens.last_id + 1] = True
+            if self.image_tokens.has_row_markers:
+                first = self.image_tokens.row_marker_first_id
+                banned[first : first + self.image_tokens.grid_size] = True
             banned[self.special.vocab_size :] = True
             extra = [self.special.instruction, self.special.response, self.special.placeholder]
             if self.special.pad not in (self.special.eos, self.special.end):

@@ -141,7 +141,7 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
     tokenizer = AutoTokenizer.from_pretrained(folder)
     image_tokens.check(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_id:
+    if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_block_id:
         raise BadInputError(
             folder, "the model has fewer embedding rows than image tokens", "re-export the folder"
         )

@@ -92,7 +92,7 @@ def encode_parts(
         codes = np.asarray(image_codes).reshape(-1)
         if codes.size != image_tokens.tokens_per_image:
             raise ValueError(f"an image has {image_tokens.tokens_per_image} tokens, got {codes.size}")
-        image_ids = image_tokens.codes_to_ids(codes.astype(np.int64)).tolist()
+        image_ids = image_tokens.block_ids(codes).tolist()
 
     head = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n")
     head += [_control_id(tokenizer, INSTRUCTION_KEY)]
@@ -138,14 +138,14 @@ def decode_example(
 ) -> tuple[PromptParts, np.ndarray | None]:
     """Inverse of ``encode_parts`` (without truncation): ids -> (parts with ``<image>``, image codes)."""
     ids = np.asarray(input_ids, dtype=np.int64)
-    is_image = image_tokens.is_image_id(ids)
+    is_image = image_tokens.is_block_id(ids)
     codes = None
     if is_image.any():
         where = np.flatnonzero(is_image)
         start, stop = int(where[0]), int(where[-1]) + 1
         if stop - start != len(where):
             raise ValueError("image tokens are not one contiguous block")
-        codes = image_tokens.ids_to_codes(ids[start:stop])
+        codes = image_tokens.block_codes(ids[start:stop])
         text = (
             tokenizer.decode(ids[:start].tolist(), clean_up_tokenization_spaces=False)
             + IMAGE_PLACEHOLDER

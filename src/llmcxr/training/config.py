@@ -91,6 +91,9 @@ class TrainRecipe:
     # CXR -> report samples with the image left out: the model also learns p(report), the other half
     # of classifier-free guidance for reports (``LLMCXR.report(..., guidance_scale=...)``).
     unconditional_report_fraction: float = 0.0
+    # One marker token opening each row of an image's token grid (``llmcxr.model.vocab``): tells the
+    # model where in the grid each code sits. A base model that has them keeps them.
+    image_row_markers: bool = False
     lora: LoraSpec = field(default_factory=LoraSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     bf16: bool = True

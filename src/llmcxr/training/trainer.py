@@ -154,7 +154,9 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
     if tokenizer.pad_token is None:  # dolly-v2 pads with the end-of-text token
         tokenizer.pad_token = tokenizer.eos_token
     old_size = len(tokenizer)
-    image_tokens = add_cxr_tokens(tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS)
+    image_tokens = add_cxr_tokens(
+        tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS, row_markers=recipe.image_row_markers
+    )
     if recipe.model.base is not None:
         model = AutoModelForCausalLM.from_pretrained(
             recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
