@@ -27,6 +27,7 @@ from llmcxr.metrics.images import (
     fid_kid_from_features,
     finding_agreement,
     finding_preservation,
+    preservation_of_probabilities,
 )
 from llmcxr.records import CXRRecord
 
@@ -123,6 +124,11 @@ def test_classifier_learns_save_load_round_trip(tmp_path) -> None:
     assert same["auroc_drop"] == pytest.approx(0.0)
     flat = finding_preservation(loaded, test_images, torch.full_like(test_images, -0.5), labels)
     assert flat["round_trip_macro_auroc"] == pytest.approx(0.5) and flat["auroc_drop"] > 0.4
+    grey = torch.full_like(test_images, -0.5)
+    from_probabilities = preservation_of_probabilities(
+        loaded.predict(test_images).numpy(), loaded.predict(grey).numpy(), labels, CLASSES
+    )
+    assert from_probabilities == flat
 
 
 def test_fid_kid_records_its_feature_network(tmp_path) -> None:

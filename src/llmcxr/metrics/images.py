@@ -224,13 +224,28 @@ def finding_preservation(
         raise ValueError(
             f"originals {tuple(originals.shape)} and round trips {tuple(round_trips.shape)} differ"
         )
-    classes = classifier.config.classes
-    original = finding_agreement(
-        classifier.predict(originals).numpy(), labels, classes, convention, score_classes=score_classes
+    return preservation_of_probabilities(
+        classifier.predict(originals).numpy(),
+        classifier.predict(round_trips).numpy(),
+        labels,
+        classifier.config.classes,
+        score_classes,
+        convention,
     )
-    round_trip = finding_agreement(
-        classifier.predict(round_trips).numpy(), labels, classes, convention, score_classes=score_classes
-    )
+
+
+def preservation_of_probabilities(
+    on_originals: np.ndarray,
+    on_round_trips: np.ndarray,
+    labels: Sequence[Mapping[str, int]],
+    classes: Sequence[str],
+    score_classes: Sequence[str] | None = None,
+    convention: LabelConvention = LabelConvention(),
+) -> dict[str, object]:
+    """``finding_preservation`` from the classifier's (N, C) probabilities on both image sets, for a
+    caller that has them already."""
+    original = finding_agreement(on_originals, labels, classes, convention, score_classes=score_classes)
+    round_trip = finding_agreement(on_round_trips, labels, classes, convention, score_classes=score_classes)
     drop = None
     if original["macro_auroc"] is not None and round_trip["macro_auroc"] is not None:
         drop = original["macro_auroc"] - round_trip["macro_auroc"]

@@ -555,7 +555,7 @@ def score_image_task(
     images, their VQ round trips), plus the VQ-GAN's finding preservation; and the classifier's
     probabilities by system (for the ROC plot)."""
     from llmcxr.metrics.evaluate import drawn_findings, vq_round_trip
-    from llmcxr.metrics.images import finding_preservation
+    from llmcxr.metrics.images import preservation_of_probabilities
 
     size = classifier.config.image_size
     device = next(vq.parameters()).device
@@ -575,7 +575,15 @@ def score_image_task(
         systems, reference, labels, classifier, drawn, convention, config.seed
     )
     drawn_labels = [image_labels(r) for r in items]
-    preservation = finding_preservation(classifier, originals, round_trips, drawn_labels, drawn, convention)
+    on_originals = classifier.predict(originals).numpy()  # at the VQ-GAN's resolution, as the round trips
+    preservation = preservation_of_probabilities(
+        on_originals,
+        probabilities["vq_round_trip"],
+        drawn_labels,
+        classifier.config.classes,
+        drawn,
+        convention,
+    )
     columns = [classifier.config.classes.index(c) for c in drawn]
     rows = item_resamples(len(items), seed=config.seed)
 
@@ -584,7 +592,6 @@ def score_image_task(
 
     report_targets = binarize_labels(labels, drawn, convention)
     drawn_targets = binarize_labels(drawn_labels, drawn, convention)
-    on_originals = classifier.predict(originals).numpy()
     intervals = {
         "model_macro_auroc_drawn": percentile_interval(macro(probabilities["model"], report_targets), rows),
         "preservation_auroc_drop": paired_difference(
