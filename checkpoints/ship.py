@@ -93,7 +93,7 @@ X-rays (template reports), with its image tokenizer in `vq/` (8x8 = 64 tokens, 5
 the project's synthetic world.
 
 - Recipe: `{args.recipe}`; its header lists every command that rebuilds this folder from nothing
-  ({about["train_minutes"]:.0f} minutes of LM training in {len(chain)} stage(s) on one core of a 2-core
+  ({about["train_minutes"]:.0f} minutes of LM training in {len(chain)} stage(s) on the shared 2-core
   CPU, plus 8-25 minutes per tokenizer stage), ending with `python checkpoints/ship.py`, which wrote this
   README and `SHIPPED.json`.
 - Which weights: {about["how"]}, {about["train_images"]} training images (`SHIPPED.json`, with the
