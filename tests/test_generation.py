@@ -67,6 +67,20 @@ def cxr_files(tmp_path_factory) -> list[Path]:
 GREEDY = SamplingConfig(do_sample=False, max_new_tokens=12)
 
 
+def draw_hot_blocks(llm: LLMCXR, seed: int):
+    """One image block per report of REPORTS through ``decode`` at temperature 3, with room for 5
+    tokens more than a block: the constraint, not the length limit, must end each block."""
+    prompts = [llm.prompt_ids(PromptParts(IMAGE_GENERATION[0], r)) for r in REPORTS]
+    return decode(
+        llm.model,
+        prompts,
+        llm.special,
+        sampling=SamplingConfig(temperature=3.0, top_p=1.0, seed=seed),
+        max_new_tokens=llm.image_tokens.block_length + 5,
+        make_processors=lambda width: [ImageTokenConstraint(llm.image_tokens, llm.special, width)],
+    )
+
+
 def test_image_mode_is_exactly_one_block_for_every_seed(llm):
     n, first, last = llm.image_tokens.tokens_per_image, llm.image_tokens.first_id, llm.image_tokens.last_id
     hot = SamplingConfig(temperature=2.0, top_p=0.92)
@@ -77,15 +91,7 @@ def test_image_mode_is_exactly_one_block_for_every_seed(llm):
             assert result.image_tokens.shape == (4, 4) and result.image_tokens.dtype == np.int64
             assert result.image_tokens.min() >= 0 and result.image_tokens.max() < LM_VQ.codebook_size
             assert result.image.size == (16, 16) and result.image.mode == "L"
-    prompts = [llm.prompt_ids(PromptParts(IMAGE_GENERATION[0], r)) for r in REPORTS]
-    out = decode(
-        llm.model,
-        prompts,
-        llm.special,
-        sampling=SamplingConfig(temperature=3.0, top_p=1.0, seed=7),
-        max_new_tokens=n + 5,  # the constraint, not the length limit, ends the block
-        make_processors=lambda width: [ImageTokenConstraint(llm.image_tokens, llm.special, width)],
-    )
+    out = draw_hot_blocks(llm, seed=7)
     assert out.stopped == [True] * 3 and out.new_tokens == [n + 1] * 3
     assert all(len(t) == n and all(first <= i <= last for i in t) for t in out.tokens)
 
@@ -118,15 +124,7 @@ def test_a_model_with_row_markers_draws_and_reads_whole_blocks(tmp_path, cxr_fil
     assert tokens.has_row_markers and tokens.block_length == 16 + 4
     results = llm.generate_image(REPORTS[:2], n=4, sampling=SamplingConfig(temperature=2.0), batch_size=8)
     assert all(r.image_tokens.shape == (4, 4) and r.image_tokens.max() < LM_VQ.codebook_size for r in results)
-    prompts = [llm.prompt_ids(PromptParts(IMAGE_GENERATION[0], r)) for r in REPORTS]
-    out = decode(
-        llm.model,
-        prompts,
-        llm.special,
-        sampling=SamplingConfig(temperature=3.0, top_p=1.0, seed=3),
-        max_new_tokens=tokens.block_length + 5,
-        make_processors=lambda width: [ImageTokenConstraint(tokens, llm.special, width)],
-    )
+    out = draw_hot_blocks(llm, seed=3)
     assert out.new_tokens == [tokens.block_length + 1] * 3
     for row in out.tokens:  # every row of the grid opened by its own marker, codes elsewhere
         assert [row[r * 5] for r in range(4)] == [tokens.row_marker_first_id + r for r in range(4)]

@@ -344,16 +344,21 @@ def test_lora_run_with_checkpointing_exports_a_merged_plain_model(tmp_path):
     assert not (folder / "adapter_config.json").exists()
 
 
-def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
-    """``model.base`` = a folder this project exported: same vocabulary, same image ids, same weights."""
+def _continue_exported(tmp_path: Path, **recipe_fields):
+    """(the exported folder, loaded; what ``prepare_model`` makes of a recipe continuing it)."""
     folder = tiny_llmcxr_folder(tmp_path / "first", REPORTS)
-    exported = load_llmcxr_folder(folder)
     recipe = TrainRecipe(
         output_dir=tmp_path / "second",
         data=[DataSource("manifest", tmp_path / "unused.jsonl", tmp_path / "tokens")],
         model=ModelSpec(base=folder),
+        **recipe_fields,
     )
-    model, tokenizer, image_tokens = prepare_model(recipe, [], LM_VQ.codebook_size, LM_VQ.num_tokens)
+    return load_llmcxr_folder(folder), prepare_model(recipe, [], LM_VQ.codebook_size, LM_VQ.num_tokens)
+
+
+def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
+    """``model.base`` = a folder this project exported: same vocabulary, same image ids, same weights."""
+    exported, (model, tokenizer, image_tokens) = _continue_exported(tmp_path)
     assert len(tokenizer) == len(exported.tokenizer) and image_tokens == exported.image_tokens
     before, after = exported.model.get_input_embeddings().weight, model.get_input_embeddings().weight
     assert after.shape == before.shape and torch.equal(after, before)  # no new rows, nothing re-initialised
@@ -361,18 +366,10 @@ def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
 
 def test_row_markers_can_be_added_when_continuing_an_exported_model(tmp_path: Path):
     """``image_row_markers`` on a base without them: g new tokens after the image tokens, their rows
-    initialised, every earlier row untouched; the exported folder then reads blocks with markers."""
+    initialised, every earlier row untouched."""
     import dataclasses
 
-    folder = tiny_llmcxr_folder(tmp_path / "first", REPORTS)
-    exported = load_llmcxr_folder(folder)
-    recipe = TrainRecipe(
-        output_dir=tmp_path / "second",
-        data=[DataSource("manifest", tmp_path / "unused.jsonl", tmp_path / "tokens")],
-        model=ModelSpec(base=folder),
-        image_row_markers=True,
-    )
-    model, tokenizer, image_tokens = prepare_model(recipe, [], LM_VQ.codebook_size, LM_VQ.num_tokens)
+    exported, (model, tokenizer, image_tokens) = _continue_exported(tmp_path, image_row_markers=True)
     g = image_tokens.grid_size
     assert len(tokenizer) == len(exported.tokenizer) + g
     assert image_tokens == dataclasses.replace(
