@@ -106,9 +106,8 @@ class TextOnlyConstraint(LogitsProcessor):
         if self._banned is None or self._banned.shape[0] != rows or self._banned.device != device:
             banned = torch.zeros(rows, dtype=torch.bool, device=device)
             banned[self.image_tokens.first_id : self.image_tokens.last_id + 1] = True
-            if self.image_tokens.has_row_markers:
-                first = self.image_tokens.row_marker_first_id
-                banned[first : first + self.image_tokens.grid_size] = True
+            markers = self.image_tokens.row_marker_ids
+            banned[markers.start : markers.stop] = True
             banned[self.special.vocab_size :] = True
             extra = [self.special.instruction, self.special.response, self.special.placeholder]
             if self.special.pad not in (self.special.eos, self.special.end):

@@ -51,9 +51,14 @@ class ImageTokenMap:
     @property
     def last_block_id(self) -> int:
         """The highest id an image block can hold (the last row marker where there are markers)."""
-        if self.has_row_markers:
-            return max(self.last_id, self.row_marker_first_id + self.grid_size - 1)
-        return self.last_id
+        return max([self.last_id, *self.row_marker_ids])
+
+    @property
+    def row_marker_ids(self) -> range:
+        """Ids of the row markers, row 0 first (empty without markers)."""
+        if self.row_marker_first_id is None:
+            return range(0)
+        return range(self.row_marker_first_id, self.row_marker_first_id + self.grid_size)
 
     @property
     def grid_size(self) -> int:
@@ -102,18 +107,15 @@ class ImageTokenMap:
 
     def is_block_id(self, ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Boolean mask: which ids belong in an image block (image tokens and row markers)."""
-        mask = self.is_image_id(ids)
-        if self.has_row_markers:
-            first = self.row_marker_first_id
-            mask = mask | ((ids >= first) & (ids < first + self.grid_size))
-        return mask
+        markers = self.row_marker_ids
+        return self.is_image_id(ids) | ((ids >= markers.start) & (ids < markers.stop))
 
     def block_ids(self, codes: np.ndarray) -> np.ndarray:
         """One image's VQ codes ((tokens_per_image,) or (g, g), row-major) -> its block of token ids
         ((block_length,) int64), each row opened by its marker where the model has markers."""
         ids = np.asarray(self.codes_to_ids(np.asarray(codes, dtype=np.int64))).reshape(self.grid_size, -1)
         if self.has_row_markers:
-            markers = self.row_marker_first_id + np.arange(self.grid_size, dtype=np.int64)[:, None]
+            markers = np.array(self.row_marker_ids, dtype=np.int64)[:, None]
             ids = np.concatenate([markers, ids], axis=1)
         return ids.reshape(-1)
 
@@ -129,8 +131,7 @@ class ImageTokenMap:
             )
         if self.has_row_markers:
             rows = ids.reshape(*ids.shape[:-1], self.grid_size, self.grid_size + 1)
-            expected = self.row_marker_first_id + np.arange(self.grid_size)
-            if not bool((rows[..., 0] == expected).all()):
+            if not bool((rows[..., 0] == np.array(self.row_marker_ids)).all()):
                 raise BadInputError("image block", "row markers missing or out of order")
             ids = rows[..., 1:].reshape(*ids.shape[:-1], self.tokens_per_image)
         return self.ids_to_codes(ids)
@@ -139,7 +140,7 @@ class ImageTokenMap:
         """[start, stop) of the ids allowed at position ``step`` (< block_length) of an image block:
         the row's marker where one opens a row, else any image token."""
         if self.has_row_markers and step % (self.grid_size + 1) == 0:
-            marker = self.row_marker_first_id + step // (self.grid_size + 1)
+            marker = self.row_marker_ids[step // (self.grid_size + 1)]
             return marker, marker + 1
         return self.first_id, self.last_id + 1
 
@@ -165,14 +166,12 @@ class ImageTokenMap:
             raise BadInputError(
                 "tokenizer", "image tokens are missing or not contiguous", "re-create the model folder"
             )
-        if self.has_row_markers:
-            markers = tokenizer.convert_tokens_to_ids(self.row_markers())
-            if markers != list(range(self.row_marker_first_id, self.row_marker_first_id + self.grid_size)):
-                raise BadInputError(
-                    "tokenizer",
-                    "image row markers are missing or not contiguous",
-                    "re-create the model folder",
-                )
+        if tokenizer.convert_tokens_to_ids(self.row_markers()) != list(self.row_marker_ids):
+            raise BadInputError(
+                "tokenizer",
+                "image row markers are missing or not contiguous",
+                "re-create the model folder",
+            )
 
 
 def add_cxr_tokens(
@@ -205,7 +204,7 @@ def add_cxr_tokens(
     mapping = ImageTokenMap(
         codebook_size, tokenizer.convert_tokens_to_ids(image[0]), tokens_per_image, prefix
     )
-    markers = [f"<{prefix}_row_{r}>" for r in range(mapping.grid_size)]
+    markers = [mapping.row_marker(r) for r in range(mapping.grid_size)]
     if markers[0] in tokenizer.get_vocab() or row_markers:
         if mapping.grid_size**2 != tokens_per_image:
             raise BadInputError("image tokens", f"{tokens_per_image} tokens per image is not a square grid")
