@@ -37,15 +37,16 @@ WORLDS = [("world", "tokens-c2"), ("world-extra", "tokens-extra-c2"), ("world-ex
 TEST_ITEMS = 300
 
 
-def bag_of_codes(codes: np.ndarray, codebook: int) -> torch.Tensor:
-    """Feature indices of each image: its codes (a code that occurs k times counts k times)."""
-    return torch.from_numpy(codes.astype(np.int64))
+def bag_of_codes(codes: np.ndarray, codebook: int) -> tuple[torch.Tensor, int]:
+    """(feature indices of each image, number of features): its codes (a code that occurs k times
+    counts k times), out of ``codebook``."""
+    return torch.from_numpy(codes.astype(np.int64)), codebook
 
 
-def codes_at_positions(codes: np.ndarray, codebook: int) -> torch.Tensor:
-    """Feature indices of each image: (grid position, code) pairs, one per position."""
+def codes_at_positions(codes: np.ndarray, codebook: int) -> tuple[torch.Tensor, int]:
+    """(feature indices of each image, number of features): (grid position, code) pairs, one per position."""
     positions = np.arange(codes.shape[1], dtype=np.int64)
-    return torch.from_numpy(positions * codebook + codes.astype(np.int64))
+    return torch.from_numpy(positions * codebook + codes.astype(np.int64)), codes.shape[1] * codebook
 
 
 class LinearProbe(torch.nn.Module):
@@ -57,7 +58,6 @@ class LinearProbe(torch.nn.Module):
         self.weight = torch.nn.EmbeddingBag(features, classes, mode="sum")
         torch.nn.init.zeros_(self.weight.weight)
         self.bias = torch.nn.Parameter(torch.zeros(classes))
-        self.features = features
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         return self.weight(indices) + self.bias
@@ -104,17 +104,15 @@ def main() -> None:
     test_targets = binarize_labels(label_reports(labeler, test_reports), CHEXPERT_14, convention)
 
     results = {}
-    tokens = len(train_codes[0])
-    sizes = {"bag_of_codes": codebook, "codes_at_positions": tokens * codebook}
-    for name, indices in (("bag_of_codes", bag_of_codes), ("codes_at_positions", codes_at_positions)):
-        probe = fit_probe(
-            indices(np.stack(train_codes), codebook), sizes[name], train_targets, args.steps, args.seed
-        )
+    train_grid, test_grid = np.stack(train_codes), np.stack(test_codes)
+    for name, features in (("bag_of_codes", bag_of_codes), ("codes_at_positions", codes_at_positions)):
+        train_indices, size = features(train_grid, codebook)
+        probe = fit_probe(train_indices, size, train_targets, args.steps, args.seed)
         with torch.no_grad():
-            logits = probe(indices(np.stack(test_codes), codebook))
+            logits = probe(features(test_grid, codebook)[0])
         predicted = (torch.sigmoid(logits) > 0.5).int().numpy()
         scores = precision_recall_f1(test_targets, predicted, CHEXPERT_14)
-        results[name] = {"micro_f1_14": scores["micro"]["f1"], "features": sizes[name]}
+        results[name] = {"micro_f1_14": scores["micro"]["f1"], "features": size}
         print(f"{name}: micro-F1-14 {scores['micro']['f1']:.3f}", flush=True)
 
     write_json(
@@ -123,7 +121,7 @@ def main() -> None:
             "command": "python benchmarks/code_position_probe.py",
             "train_images": len(train_codes),
             "test_images": len(test_codes),
-            "tokens_per_image": int(train_codes[0].size),
+            "tokens_per_image": int(train_grid.shape[1]),
             "codebook_size": codebook,
             "probe": f"logistic regression per class, Adam lr 1e-2, {args.steps} full-batch steps, seed {args.seed}",
             "results": results,

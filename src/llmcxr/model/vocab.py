@@ -71,7 +71,7 @@ class ImageTokenMap:
     @property
     def block_length(self) -> int:
         """Tokens of one image block: the codes, plus one marker per row where the model has them."""
-        return self.tokens_per_image + (self.grid_size if self.has_row_markers else 0)
+        return self.tokens_per_image + len(self.row_marker_ids)
 
     def row_marker(self, row: int) -> str:
         return f"<{self.prefix}_row_{row}>"
