@@ -1,9 +1,9 @@
-"""Classifier-free guidance vs image-report agreement (report -> CXR) of the shipped tiny model.
+"""Classifier-free guidance and best-of-k vs image-report agreement (report -> CXR) of the shipped tiny model.
 
     nice -n 10 python benchmarks/guidance_agreement.py [--model checkpoints/llmcxr-tiny]
         [--world runs/e6/world] [--classifier runs/e6/classifier-eval] [--split validate]
-        [--records 200] [--sampling {greedy,top-p}] [--scales 1 2 3 4] [--seed 0] [--batch-size 16]
-        [--bootstrap 1000] [--out benchmarks/results/guidance_agreement.json]
+        [--records 200] [--sampling {greedy,top-p}] [--scales 1 2 3 4] [--candidates 1 4]
+        [--seeds 0 1 2] [--batch-size 16] [--bootstrap 1000] [--out benchmarks/results/guidance_agreement.json]
 
 Builds what is missing first, as ``benchmarks/eval_tiny.py`` does: the 3,000-image 64 px template
 world (seed 0) and the seed-1 finding classifier (the scoring one; seed 0 tuned the tokenizer).
@@ -17,6 +17,10 @@ with one label value are skipped and listed). Two references bound the numbers: 
 no report information, so their AUROC is chance; greedy makes them all one image, exactly 0.5).
 Each macro-AUROC gets a 95% bootstrap interval over records, and each scale a paired interval of its
 gain over the unconditional floor (``llmcxr.metrics.intervals``: the same resamples everywhere).
+``--candidates k`` (top-p only) also draws each image as the best of k by the model's own
+log p(report | image) (``LLMCXR.generate_image(candidates=k)``), with a paired interval of its gain
+over one draw at the same scale and seed. Sampled draws vary from seed to seed, so ``--seeds`` repeats
+every sampled condition per seed and ``mean_over_seeds`` averages them.
 One torch thread, fp32 (see docs/generation.md).
 """
 
@@ -86,13 +90,13 @@ def summarize(result: dict) -> dict:
     }
 
 
-def describe_sampling(name: str, seed: int) -> str:
+def describe_sampling(name: str, seeds: list[int]) -> str:
     config = SAMPLINGS[name]
     if not config.do_sample:
         return "greedy (argmax; seeds unused)"
     return (
-        f"top-p {config.top_p}, temperature {config.temperature:g}, seed {seed} "
-        "(row i: seed + i, same at every scale)"
+        f"top-p {config.top_p}, temperature {config.temperature:g}, seeds {seeds} "
+        "(row i: seed + i, same at every scale; best of k: draw c of row seed s samples with s * k + c)"
     )
 
 
@@ -107,13 +111,16 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200, help="records of the split used (first N)")
     parser.add_argument("--sampling", choices=sorted(SAMPLINGS), default="greedy", help="image sampling")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1], help="best of k draws (top-p)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (row i: seed + i)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bootstrap", type=int, default=1000, help="record resamples for the intervals")
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "guidance_agreement.json"
     )
     args = parser.parse_args()
+    if args.sampling == "greedy" and (max(args.candidates) > 1 or len(args.seeds) > 1):
+        parser.error("--candidates above 1 and several --seeds need --sampling top-p")
     # One thread, fp32: on the shared 2-core CPU two OpenMP threads ran far slower, bf16 ~34x slower.
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -157,13 +164,20 @@ def main() -> None:
     probabilities["real"] = classifier.predict(load_record_images(chosen, size)).numpy()
     timings["real"] = {"classify_s": round(time.perf_counter() - begin, 2)}
 
-    conditions = [(f"scale_{s:g}", reports, s) for s in args.scales] + [
-        ("unconditional", [""] * len(chosen), 1.0)
-    ]
-    for name, texts, scale in conditions:
+    def condition(scale: float, k: int, seed: int) -> str:
+        name = f"scale_{scale:g}" + (f"_best_of_{k}" if k > 1 else "")
+        return name + (f"_seed_{seed}" if len(args.seeds) > 1 else "")
+
+    conditions = [
+        (condition(s, k, seed), reports, s, k, seed)
+        for s in args.scales
+        for k in args.candidates
+        for seed in args.seeds
+    ] + [("unconditional", [""] * len(chosen), 1.0, 1, args.seeds[0])]
+    for name, texts, scale, k, seed in conditions:
         begin = time.perf_counter()
         images = llm.generate_image(
-            texts, guidance_scale=scale, seed=args.seed, sampling=sampling, batch_size=args.batch_size
+            texts, scale, seed=seed, sampling=sampling, batch_size=args.batch_size, candidates=k
         )
         generate_s = time.perf_counter() - begin
         begin = time.perf_counter()
@@ -177,11 +191,12 @@ def main() -> None:
         print(f"{name}: {len(images)} images in {generate_s:.1f} s")
 
     # One set of record resamples for every condition, so the gains below are paired.
-    rows = item_resamples(len(chosen), resamples=args.bootstrap, seed=args.seed)
+    rows = item_resamples(len(chosen), resamples=args.bootstrap, seed=args.seeds[0])
     statistics = {
         name: (lambda r, p=probs: auroc_per_class(p[r][:, columns], targets[r], drawn)["macro_auroc"])
         for name, probs in probabilities.items()
     }
+    single_draw = {condition(s, k, seed): condition(s, 1, seed) for _, _, s, k, seed in conditions if k > 1}
     results = {}
     for name, probs in probabilities.items():
         scored = summarize(agreement(probs, labels, classes, drawn))
@@ -190,6 +205,10 @@ def main() -> None:
         if name.startswith("scale_"):
             scored["gain_over_unconditional_95ci"] = paired_difference(
                 statistics[name], statistics["unconditional"], rows
+            )
+        if name in single_draw:
+            scored["gain_over_single_draw_95ci"] = paired_difference(
+                statistics[name], statistics[single_draw[name]], rows
             )
         results[name] = scored
         ci = scored["macro_auroc_95ci"]
@@ -201,7 +220,8 @@ def main() -> None:
         "command": "nice -n 10 python benchmarks/guidance_agreement.py "
         f"--model {shown(args.model)} --world {shown(args.world)} --classifier {shown(args.classifier)} "
         f"--split {args.split} --records {args.records} --sampling {args.sampling} "
-        f"--scales {' '.join(f'{s:g}' for s in args.scales)} --seed {args.seed} "
+        f"--scales {' '.join(f'{s:g}' for s in args.scales)} "
+        f"--candidates {' '.join(map(str, args.candidates))} --seeds {' '.join(map(str, args.seeds))} "
         f"--batch-size {args.batch_size} --bootstrap {args.bootstrap}",
         "model": {
             "folder": str(args.model),
@@ -221,10 +241,17 @@ def main() -> None:
         "reports_seen_in_model_training": leaked,
         "labels": "image labels (report labels less undrawn findings); uncertain as positive",
         "classes_scored": drawn,
-        "sampling": describe_sampling(args.sampling, args.seed),
+        "sampling": describe_sampling(args.sampling, args.seeds),
         "batch_size": args.batch_size,
         "bootstrap_resamples": args.bootstrap,
         "macro_auroc": {name: r["macro_auroc"] for name, r in results.items()},
+        "mean_over_seeds": {
+            condition(s, k, 0).removesuffix("_seed_0"): float(
+                np.mean([results[condition(s, k, seed)]["macro_auroc"] for seed in args.seeds])
+            )
+            for s in args.scales
+            for k in args.candidates
+        },
         "results": results,
         "timings": timings,
         "total_seconds": round(time.perf_counter() - started, 1),

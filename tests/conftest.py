@@ -19,3 +19,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set LLMCXR_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_in_tmp(tmp_path_factory) -> Path:
+    """Caches that outlive a run (``llmcxr.metrics.run.cache_dir``) go to a temporary folder, not ~/.cache."""
+    folder = tmp_path_factory.mktemp("llmcxr-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLMCXR_CACHE", str(folder))
+        yield folder

@@ -16,9 +16,18 @@ from llmcxr.errors import BadInputError
 from llmcxr.generation import LLMCXR
 from llmcxr.metrics.evaluate import evaluate_report_baselines, train_classifier_on_world
 from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
-from llmcxr.metrics.run import EvalRunConfig, contiguous_batches, most_common_answers, run_evaluation
+from llmcxr.metrics.run import (
+    EvalRunConfig,
+    cache_dir,
+    contiguous_batches,
+    most_common_answers,
+    png_bytes,
+    run_evaluation,
+    train_tokens_cache,
+)
 from llmcxr.records import QA, CXRRecord
 from llmcxr.synth import build_world
+from llmcxr.vq import VQGAN
 
 runner = CliRunner()
 
@@ -216,6 +225,39 @@ def test_changed_settings_are_refused_unless_restart(model_dir, world, classifie
     assert redone["generated_this_run"] == {"reports": first["data"]["n_items"]}
 
 
+def test_best_of_k_images_are_the_api_best_of_k_draws(model_dir, world, classifier, tmp_path) -> None:
+    out = tmp_path / "run"
+    change = dict(classifier=classifier, tasks=("image",), limit=3, image_candidates=2, batch_size=4)
+    result = run_evaluation(config(model_dir, world, out, **change), False)
+    assert result["report_to_cxr"]["image_candidates"] == 2 and "best of 2" in (out / "eval.md").read_text()
+    llm = LLMCXR.from_pretrained(model_dir, device="cpu")
+    test = [r for r in read_synthetic_world(world) if r.split == "test"][:3]
+    for i, record in enumerate(test):  # item i samples with seed + i, as one draw would
+        again = llm.generate_image(record.report, 2.0, seed=i, candidates=2)
+        assert (out / "generated" / f"{record.image_id}.png").read_bytes() == png_bytes(again.image)
+    with pytest.raises(BadInputError, match="image_candidates: 2 -> 3"):
+        run_evaluation(config(model_dir, world, out, **(change | dict(image_candidates=3))), False)
+
+
+def test_train_image_codes_are_encoded_once_for_every_run_folder(
+    model_dir, world, classifier, tmp_path, monkeypatch
+) -> None:
+    train = [r for r in read_synthetic_world(world) if r.split == "train"]
+    cache = train_tokens_cache(model_dir / "vq", train)
+    change = dict(classifier=classifier, tasks=("image",), limit=2)
+    run_evaluation(config(model_dir, world, tmp_path / "a", **change), False)
+    assert cache.is_file() and cache.is_relative_to(cache_dir())
+    encoded: list[int] = []
+    real = VQGAN.encode
+    monkeypatch.setattr(VQGAN, "encode", lambda self, x: encoded.append(len(x)) or real(self, x))
+    second = run_evaluation(config(model_dir, world, tmp_path / "b", **change), False)  # another folder
+    assert sum(encoded) == 2  # the two items' VQ round trips, none of the training images
+    assert (tmp_path / "b" / "baselines" / "mode_token_map.png").is_file()
+    assert second["report_to_cxr"]["systems"]["mode_token_map"]["distribution"]["fid"] >= 0.0
+    (Path(train[0].image_path)).touch()  # an image changed: its codes are no longer trusted
+    assert train_tokens_cache(model_dir / "vq", train) != cache
+
+
 def test_classifier_trained_and_cached_when_none_given(model_dir, world, tmp_path) -> None:
     out = tmp_path / "run"
     first = run_evaluation(config(model_dir, world, out, tasks=("image",), classifier_steps=2), False)
@@ -235,5 +277,11 @@ def test_bad_inputs_are_clear_errors(model_dir, world, tmp_path) -> None:
         run_evaluation(config(model_dir, world, tmp_path / "a", tasks=("draw",)), False)
     with pytest.raises(BadInputError, match="'nowhere'"):
         run_evaluation(config(model_dir, world, tmp_path / "a", split="nowhere"), False)
+    with pytest.raises(BadInputError, match="image_candidates"):
+        run_evaluation(config(model_dir, world, tmp_path / "a", image_candidates=0), False)
+    with pytest.raises(BadInputError, match="greedy draws are all one image"):
+        run_evaluation(
+            config(model_dir, world, tmp_path / "a", image_candidates=2, image_sampling="greedy"), False
+        )
     with pytest.raises(BadInputError, match="model folder not found"):
         run_evaluation(config(tmp_path / "missing", world, tmp_path / "a"), False)

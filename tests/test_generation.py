@@ -26,7 +26,14 @@ from llmcxr.generation import (
     guide,
     unconditional_parts,
 )
-from llmcxr.prompt import IMAGE_GENERATION, IMAGE_PLACEHOLDER, REPORT_GENERATION, PromptParts
+from llmcxr.prompt import (
+    IGNORE_INDEX,
+    IMAGE_GENERATION,
+    IMAGE_PLACEHOLDER,
+    REPORT_GENERATION,
+    PromptParts,
+    encode_parts,
+)
 
 REPORTS = [
     "The heart is normal in size. The lungs are clear.",
@@ -207,6 +214,44 @@ def test_sampling_is_seeded_per_row(llm):
     assert np.array_equal(again.image_tokens, a[2].image_tokens)
 
 
+def test_report_log_likelihood_is_the_teacher_forced_loss_of_the_report(llm):
+    codes = np.random.default_rng(0).integers(0, llm.image_tokens.codebook_size, (3, 4, 4))
+    scores = llm.report_log_likelihood(codes, REPORTS, batch_size=2)  # padded rows of unequal length
+    for code, report, score in zip(codes, REPORTS, scores, strict=True):
+        parts = PromptParts(REPORT_GENERATION[0], IMAGE_PLACEHOLDER, report)
+        example = encode_parts(parts, llm.tokenizer, llm.image_tokens, code, "input")
+        labels = torch.tensor([example.labels])
+        with torch.no_grad():  # transformers' mean cross-entropy over the scored tokens, times their count
+            loss = llm.model(torch.tensor([example.input_ids]), labels=labels).loss
+        assert score == pytest.approx(-loss.item() * int((labels[0, 1:] != IGNORE_INDEX).sum()), rel=1e-4)
+    assert scores[1] < scores[2]  # the longer report has more tokens to predict
+
+
+def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm):
+    k, seed = 3, 4
+    chosen = llm.generate_image(REPORTS[1:], guidance_scale=2.0, seed=seed, candidates=k, batch_size=4)
+    for row, result in enumerate(chosen):
+        row_seed = seed + row
+        draws = [  # candidate c of a row is the plain draw with seed row_seed * k + c
+            llm.generate_image(REPORTS[1 + row], guidance_scale=2.0, seed=row_seed * k + c).image_tokens
+            for c in range(k)
+        ]
+        scores = llm.report_log_likelihood(np.stack(draws), [REPORTS[1 + row]] * k)
+        assert len({d.tobytes() for d in draws}) > 1
+        assert np.array_equal(result.image_tokens, draws[int(scores.argmax())])
+        assert result.report_log_likelihood == pytest.approx(scores.max(), rel=1e-4)
+        assert (result.seed, result.candidates) == (row_seed, k)
+        again = llm.generate_image(REPORTS[1 + row], guidance_scale=2.0, seed=row_seed, candidates=k)
+        assert np.array_equal(again.image_tokens, result.image_tokens)  # a row redraws alone
+    empty = llm.generate_image("", seed=seed, candidates=k)  # no report to check: the first draw
+    assert np.array_equal(empty.image_tokens, llm.generate_image("", seed=seed * k).image_tokens)
+    assert empty.report_log_likelihood is None
+    with pytest.raises(BadInputError, match="candidates"):
+        llm.generate_image(REPORTS[0], candidates=0)
+    with pytest.raises(BadInputError, match="greedy"):
+        llm.generate_image(REPORTS[0], candidates=2, sampling=SamplingConfig(do_sample=False))
+
+
 def test_guidance_math_and_scale_one_equals_unguided(llm):
     cond, uncond = torch.randn(2, 50), torch.randn(2, 50)
     assert torch.allclose(guide(cond, uncond, 0.0), torch.log_softmax(uncond, -1))
@@ -295,6 +340,11 @@ def test_cli_commands(model_folder, cxr_files, tmp_path):
         path = tmp_path / f"drawn-{k}.png"
         assert row["path"] == str(path) and Image.open(path).size == (16, 16)
         assert np.asarray(row["image_tokens"]).shape == (4, 4)
+    result = runner.invoke(app, [*args, "--candidates", "3", "--seed", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["candidates"] == 3 and row["report_log_likelihood"] < 0
+    assert Image.open(out).size == (16, 16)
 
     result = runner.invoke(
         app,

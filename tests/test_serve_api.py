@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import threading
@@ -166,6 +167,18 @@ def test_image_is_a_png_of_the_model_resolution_and_seeded(client, llm):
     assert client.post("/v1/image", json=request).content == first.content  # same seed, same bytes
 
 
+def test_best_of_k_image_matches_the_library(client, llm):
+    request = {"report": REPORTS[1], "guidance_scale": 2.0, "seed": 5, "candidates": 3}
+    reply = client.post("/v1/image", json=request)
+    assert reply.status_code == 200, reply.text
+    expected = llm.generate_image(REPORTS[1], guidance_scale=2.0, seed=5, sampling=sampling(5), candidates=3)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(reply.content))), np.asarray(expected.image))
+    for bad in ({"candidates": 0}, {"candidates": 9}, {"candidates": 2, "greedy": True}):
+        reply = client.post("/v1/image", json={"report": REPORTS[1]} | bad)
+        assert reply.status_code in (400, 422), bad
+        assert reply.json()["reason"].startswith("candidates"), reply.json()
+
+
 def test_answer_and_chat(client, llm):
     question = "Is there cardiomegaly?"
     reply = client.post(
@@ -281,7 +294,14 @@ def test_timeout_gives_504_and_the_worker_carries_on(strict_client):
         release.set()
     assert reply.status_code == 504
     assert reply.json()["error"] == "timeout" and "no result within 0.3 s" in reply.json()["reason"]
-    after = strict_client.post("/v1/chat", json={"instruction": "Hello"})
+    # The next request is answered: with a long timeout, so a busy CPU cannot make this test fail.
+    service = strict_client.app.state.service
+    strict = service.config
+    service.config = dataclasses.replace(strict, timeout_s=120.0)
+    try:
+        after = strict_client.post("/v1/chat", json={"instruction": "Hello"})
+    finally:
+        service.config = strict
     assert after.status_code == 200
 
 

@@ -241,6 +241,9 @@ def run(
     tasks: str = typer.Option("report,image,vqa", help="Comma-separated tasks to run."),
     text_sampling: str = typer.Option("greedy", help="Reports and answers: greedy or top-p."),
     image_sampling: str = typer.Option("top-p", help="Image tokens: top-p (LLM-CXR) or greedy."),
+    image_candidates: int = typer.Option(
+        1, help="Each image the best of this many top-p draws by the model's own log p(report | image)."
+    ),
     max_report_tokens: int = typer.Option(160, help="Longest generated report in tokens."),
     max_answer_tokens: int = typer.Option(24, help="Longest generated VQA answer in tokens."),
     samples: int = typer.Option(8, help="Items shown in samples.png."),
@@ -271,6 +274,7 @@ def run(
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
         text_sampling=text_sampling,
         image_sampling=image_sampling,
+        image_candidates=image_candidates,
         max_report_tokens=max_report_tokens,
         max_answer_tokens=max_answer_tokens,
         samples=samples,

@@ -174,6 +174,10 @@ def image(
     ),
     n: int = typer.Option(1, "--n", help="Images to draw for the report."),
     guidance_scale: float = typer.Option(1.0, help="Classifier-free guidance scale (1 = none)."),
+    candidates: int = typer.Option(
+        1,
+        help="Keep the best of this many draws per image: the one whose report the model reads back most likely.",
+    ),
     as_json: bool = JSON,
     device: str | None = DEVICE,
     dtype: str = DTYPE,
@@ -194,7 +198,14 @@ def image(
     sampling = _sampling(greedy, seed, top_p, temperature, 256)
     with _progress(n, "images", not as_json) as progress:
         results = llm.generate_image(
-            [report_text], guidance_scale, n, seed, sampling, batch_size=batch_size, progress=progress
+            [report_text],
+            guidance_scale,
+            n,
+            seed,
+            sampling,
+            batch_size=batch_size,
+            progress=progress,
+            candidates=candidates,
         )
     fmt = Image.registered_extensions()[out.suffix.lower()]
     for path, result in zip(paths, results, strict=True):
@@ -202,6 +213,7 @@ def image(
             result.image.save(tmp, format=fmt)
         if as_json:
             row = {"path": str(path), "seed": result.seed, "guidance_scale": guidance_scale}
+            row |= {"candidates": candidates, "report_log_likelihood": result.report_log_likelihood}
             row["image_tokens"] = result.image_tokens.tolist()
             typer.echo(json.dumps(row))
         else:

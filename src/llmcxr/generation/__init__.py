@@ -1,10 +1,12 @@
 """Generation: constrained decoding (always-valid image blocks, text without image tokens),
-classifier-free guidance for report -> CXR, and the ``LLMCXR`` API."""
+classifier-free guidance for report -> CXR, response likelihoods (best-of-k images), and the
+``LLMCXR`` API."""
 
 from llmcxr.generation.api import LLMCXR, ImageResult, TextResult, Timings, default_dtype
 from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
 from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode, left_pad
 from llmcxr.generation.guidance import IMAGE_GUIDANCE, Guidance, guide, unconditional_parts
+from llmcxr.generation.likelihood import response_log_likelihood
 
 __all__ = [
     "IMAGE_GUIDANCE",
@@ -22,5 +24,6 @@ __all__ = [
     "default_dtype",
     "guide",
     "left_pad",
+    "response_log_likelihood",
     "unconditional_parts",
 ]

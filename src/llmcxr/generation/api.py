@@ -4,6 +4,7 @@
     model = LLMCXR.from_pretrained("runs/tiny-cpu/run/model")
     model.report("cxr.png").text
     model.generate_image("Small left pleural effusion.", guidance_scale=2.0, n=4)[0].image.save("a.png")
+    model.generate_image("Small left pleural effusion.", candidates=4).image  # best of 4 draws
     model.answer("cxr.png", "Is there cardiomegaly?").text
     model.chat("Name three causes of cardiomegaly.").text
 
@@ -29,6 +30,7 @@ from llmcxr.errors import BadInputError
 from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
 from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode
 from llmcxr.generation.guidance import Guidance, unconditional_parts
+from llmcxr.generation.likelihood import response_log_likelihood
 from llmcxr.imaging import load_cxr, to_pil
 from llmcxr.model import LLMCXRFolder, load_llmcxr_folder
 from llmcxr.prompt import IMAGE_GENERATION, IMAGE_PLACEHOLDER, REPORT_GENERATION, PromptParts, encode_parts
@@ -66,11 +68,12 @@ class Timings:
     prefill_s: float = 0.0  # prompt forward pass
     decode_s: float = 0.0  # one-token steps
     render_s: float = 0.0  # VQ-GAN decoding of image tokens to pixels
+    rerank_s: float = 0.0  # scoring candidate images by their report's likelihood (candidates > 1)
     new_tokens: int = 0  # tokens generated in the batch, stop tokens included
 
     @property
     def total_s(self) -> float:
-        return self.prepare_s + self.prefill_s + self.decode_s + self.render_s
+        return self.prepare_s + self.prefill_s + self.decode_s + self.render_s + self.rerank_s
 
 
 @dataclass
@@ -90,9 +93,11 @@ class ImageResult:
     image: Image.Image  # mode "L", the VQ-GAN's resolution
     image_tokens: np.ndarray  # (g, g) int64 VQ codes, row-major as the VQ-GAN reads them
     report: str  # the report it was generated from ("" = unconditional)
-    seed: int  # the row's sampling seed: generate_image(report, n=1, seed=seed) redraws it
+    seed: int  # the row's sampling seed: generate_image(report, n=1, seed=seed, candidates=k) redraws it
     guidance_scale: float
     timings: Timings
+    candidates: int = 1  # draws it was chosen from
+    report_log_likelihood: float | None = None  # log p(report | image) that chose it (candidates > 1)
 
 
 def _as_list(value: Any) -> tuple[list[Any], bool]:
@@ -174,6 +179,24 @@ class LLMCXR:
         """Token ids of a generation prompt; ``image_codes`` fill the ``<image>`` input."""
         field = "input" if image_codes is not None else None
         return encode_parts(parts, self.tokenizer, self.image_tokens, image_codes, field).input_ids
+
+    def report_log_likelihood(
+        self,
+        image_tokens: np.ndarray,
+        reports: Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """log p(report | image) for each pair: how likely the model's CXR -> report direction finds
+        ``reports[i]`` (and the ``### End`` after it) as the report of the image with VQ codes
+        ``image_tokens[i]`` ((B, g, g) or (B, tokens_per_image); ``encode_images`` gives them)."""
+        codes = np.asarray(image_tokens).reshape(len(reports), -1)
+        parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER, r) for r in reports]
+        examples = [
+            encode_parts(p, self.tokenizer, self.image_tokens, c, "input")
+            for p, c in zip(parts, codes, strict=True)
+        ]
+        return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
 
     def _text(
         self,
@@ -305,26 +328,40 @@ class LLMCXR:
         instruction: str | None = None,
         batch_size: int = 16,
         progress: Progress | None = None,
+        candidates: int = 1,
     ) -> ImageResult | list[ImageResult]:
         """Report -> CXR: ``n`` images per report, each exactly ``tokens_per_image`` tokens.
 
         Image j of report i is row ``i * n + j`` and samples with seed ``seed + i * n + j``, whatever
         ``batch_size`` is. ``guidance_scale`` s > 1 applies classifier-free guidance (``guidance.py``).
+
+        ``candidates`` k > 1 makes each image the best of k draws (row seed s: draw c samples with
+        seed ``s * k + c``): the one whose codes make the report most likely under the model's own
+        CXR -> report direction (``report_log_likelihood``), so the model checks its drawing by
+        reading it. It needs sampling (greedy draws k equal images) and costs about k times the
+        time; a row with an empty report keeps its first draw (there is nothing to check).
         Returns one result for one report with n = 1, else a list in row order.
         """
         self._require_vq()
         items, single = _as_list(reports)
         if n < 1:
             raise BadInputError("n", f"must be at least 1, got {n}")
+        if candidates < 1:
+            raise BadInputError("candidates", f"must be at least 1, got {candidates}")
         sampling = replace(sampling or SamplingConfig(), seed=seed)
+        if candidates > 1 and not sampling.do_sample:
+            raise BadInputError(
+                "candidates", f"{candidates} greedy draws are all the same image", "sample (top-p) instead"
+            )
         instruction = instruction or IMAGE_GENERATION[0]
         texts = [report for report in items for _ in range(n)]
         uncond = self.prompt_ids(unconditional_parts(instruction))
         results: list[ImageResult] = []
-        for rows in _chunks(len(texts), batch_size):
+        for rows in _chunks(len(texts), max(1, batch_size // candidates)):
             start = time.perf_counter()
-            prompts = [self.prompt_ids(PromptParts(instruction, texts[i])) for i in rows]
-            guidance = Guidance([uncond] * len(rows), guidance_scale) if guidance_scale != 1.0 else None
+            draws = [i for i in rows for _ in range(candidates)]  # the row each draw is for
+            prompts = [self.prompt_ids(PromptParts(instruction, texts[i])) for i in draws]
+            guidance = Guidance([uncond] * len(draws), guidance_scale) if guidance_scale != 1.0 else None
             timings = Timings(len(rows), prepare_s=time.perf_counter() - start)
             out = decode(
                 self.model,
@@ -334,7 +371,7 @@ class LLMCXR:
                 max_new_tokens=self.image_tokens.block_length + 1,
                 guidance=guidance,
                 make_processors=lambda width: [ImageTokenConstraint(self.image_tokens, self.special, width)],
-                seeds=[seed + i for i in rows],
+                seeds=[(seed + i) * candidates + c for i in rows for c in range(candidates)],
             )
             timings.prefill_s, timings.decode_s, timings.new_tokens = (
                 out.prefill_s,
@@ -343,13 +380,32 @@ class LLMCXR:
             )
             g = self.vq.cfg.grid_size
             codes = self.image_tokens.block_codes(np.asarray(out.tokens, dtype=np.int64)).reshape(-1, g, g)
+            scores: list[float | None] = [None] * len(rows)
+            if candidates > 1:
+                start = time.perf_counter()
+                codes, scores = self._best_draws(codes, [texts[i] for i in rows], candidates)
+                timings.rerank_s = time.perf_counter() - start
             start = time.perf_counter()
             images = self.render(codes)
             timings.render_s = time.perf_counter() - start
             results += [
-                ImageResult(image, codes[k], texts[i], seed + i, guidance_scale, timings)
+                ImageResult(
+                    image, codes[k], texts[i], seed + i, guidance_scale, timings, candidates, scores[k]
+                )
                 for k, (i, image) in enumerate(zip(rows, images, strict=True))
             ]
             if progress is not None:
                 progress(len(rows))
         return results[0] if single and n == 1 else results
+
+    def _best_draws(
+        self, codes: np.ndarray, reports: list[str], candidates: int
+    ) -> tuple[np.ndarray, list[float | None]]:
+        """(rows * candidates, g, g) draws -> each row's draw of highest log p(report | image), and that score."""
+        likelihood = self.report_log_likelihood(codes, [r for r in reports for _ in range(candidates)])
+        likelihood = likelihood.reshape(len(reports), candidates)
+        has_report = np.array([bool(r) for r in reports])
+        best = np.where(has_report, likelihood.argmax(axis=1), 0)
+        scores = [float(likelihood[k, b]) if has_report[k] else None for k, b in enumerate(best)]
+        draws = codes.reshape(len(reports), candidates, *codes.shape[1:])
+        return draws[np.arange(len(reports)), best], scores

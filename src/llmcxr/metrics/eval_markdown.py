@@ -137,7 +137,9 @@ def render_markdown(result: dict) -> str:
                 ]
             )
         out += [
-            f"## Report -> CXR ({task['n']} reports, guidance scale {task['guidance_scale']}, {task['image_sampling']})",
+            f"## Report -> CXR ({task['n']} reports, guidance scale {task['guidance_scale']}, {task['image_sampling']}"
+            + (f", best of {task['image_candidates']}" if task.get("image_candidates", 1) > 1 else "")
+            + ")",
             "",
             f"Finding agreement over the {len(task['scored_findings'])} findings the renderer draws "
             f"({', '.join(task['scored_findings'])}); labels: {task['labels']}. vq_round_trip and "

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import platform
 import shutil
 import time
@@ -96,6 +97,7 @@ GENERATION_KEYS = (
     "seed",
     "text_sampling",
     "image_sampling",
+    "image_candidates",
     "top_p",
     "max_report_tokens",
     "max_answer_tokens",
@@ -140,6 +142,8 @@ class EvalRunConfig:
     """Reports and VQA answers: "greedy" or "top-p"."""
     image_sampling: str = "top-p"
     """Image tokens: "top-p" (LLM-CXR) or "greedy"."""
+    image_candidates: int = 1
+    """Each image the best of this many draws by the model's own log p(report | image) (top-p only)."""
     top_p: float = 0.92
     max_report_tokens: int = 160
     max_answer_tokens: int = 24
@@ -165,6 +169,14 @@ class EvalRunConfig:
         for name in ("text_sampling", "image_sampling"):
             if getattr(self, name) not in SAMPLING_CHOICES:
                 raise BadInputError(name, f"{getattr(self, name)!r} is not one of {SAMPLING_CHOICES}")
+        if self.image_candidates < 1:
+            raise BadInputError("image_candidates", f"must be at least 1, got {self.image_candidates}")
+        if self.image_candidates > 1 and self.image_sampling != "top-p":
+            raise BadInputError(
+                "image_candidates",
+                "best-of-k needs sampled draws (greedy draws are all one image)",
+                "use image_sampling top-p",
+            )
         if self.batch_size < 1:
             raise BadInputError("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
@@ -379,7 +391,8 @@ def generate_images(
             guidance_scale=config.guidance_scale,
             seed=config.seed + batch[0],
             sampling=sampling,
-            batch_size=len(batch),
+            batch_size=config.batch_size,  # draws per forward pass: batch_size // k images at a time
+            candidates=config.image_candidates,
         )
         for i, result in zip(batch, results, strict=True):
             atomic.write_bytes(folder.generated_image(items[i].image_id), png_bytes(result.image))
@@ -427,23 +440,36 @@ def generate_answers(
     return len(todo)
 
 
+def cache_dir() -> Path:
+    """Where results that outlive one run are kept: $LLMCXR_CACHE, else $XDG_CACHE_HOME/llmcxr, else ~/.cache/llmcxr."""
+    if os.environ.get("LLMCXR_CACHE"):
+        return Path(os.environ["LLMCXR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmcxr"
+
+
+def train_tokens_cache(vq_folder: Path, train: Sequence[CXRRecord]) -> Path:
+    """The cache file of the training images' VQ codes. Keyed by the VQ-GAN's files and each image's
+    path, size and modification time, so every eval run with this VQ-GAN on these images (any LM,
+    any output folder, a validation sweep) encodes them once."""
+    key = hashlib.sha256(file_sha256(sorted(p for p in Path(vq_folder).iterdir() if p.is_file())).encode())
+    for record in train:
+        path = Path(record.image_path).resolve()
+        stat = path.stat()
+        key.update(f"{record.image_id}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return cache_dir() / "train-tokens" / f"{key.hexdigest()}.safetensors"
+
+
 @torch.inference_mode()
 def train_token_grids(
-    vq, train: Sequence[CXRRecord], folder: RunFolder, batch_size: int, advance
+    vq, vq_folder: Path, train: Sequence[CXRRecord], folder: RunFolder, batch_size: int, advance
 ) -> torch.Tensor:
-    """(N, g, g) VQ codes of the training images by the model's VQ-GAN, cached in baselines/."""
+    """(N, g, g) VQ codes of the training images by the model's VQ-GAN (``train_tokens_cache``)."""
     from safetensors.torch import load_file, save
 
-    cache = folder.baselines / "train_tokens.safetensors"
-    ids_sha = hashlib.sha256("\n".join(r.image_id for r in train).encode()).hexdigest()
+    cache = train_tokens_cache(vq_folder, train)
     if cache.is_file():
-        from safetensors import safe_open
-
-        with safe_open(cache, "pt") as f:
-            fresh = (f.metadata() or {}).get("image_ids_sha256") == ids_sha
-        if fresh:
-            advance(len(train))
-            return load_file(cache)["codes"]
+        advance(len(train))
+        return load_file(cache)["codes"]
     started = time.perf_counter()
     grids = []
     device = next(vq.parameters()).device
@@ -452,7 +478,8 @@ def train_token_grids(
         grids.append(vq.encode(load_record_images(chunk, vq.cfg.resolution).to(device)).cpu())
         advance(len(chunk))
     codes = torch.cat(grids).long().contiguous()
-    atomic.write_bytes(cache, save({"codes": codes}, metadata={"image_ids_sha256": ids_sha}))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(cache, save({"codes": codes}))
     folder.add_seconds("baseline_tokens", time.perf_counter() - started)
     return codes
 
@@ -602,6 +629,7 @@ def score_image_task(
         "n": len(items),
         "guidance_scale": config.guidance_scale,
         "image_sampling": config.image_sampling,
+        "image_candidates": config.image_candidates,
         "scored_findings": drawn,
         "labels": "the CheXpert labels of the report each image was generated from",
         "systems": scores,
@@ -794,7 +822,7 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
         mode_image = None
         if "image" in config.tasks:
             grids = train_token_grids(
-                vq, train, folder, config.batch_size, bar("encode train images", len(train))
+                vq, model_dir / "vq", train, folder, config.batch_size, bar("encode train images", len(train))
             )
             with torch.inference_mode():
                 mode_image = vq.decode(mode_token_map(grids)[None].to(llm.device)).cpu()[0]

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmcxr.errors import BadInputError
-from llmcxr.serve.service import GUIDANCE_RANGE, MAX_SEED, Service
+from llmcxr.serve.service import GUIDANCE_RANGE, MAX_CANDIDATES, MAX_SEED, Service
 from llmcxr.serve.uploads import read_upload_bytes
 from llmcxr.serve.worker import QueueFull
 
@@ -64,6 +64,12 @@ class ImageRequest(BaseModel):
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="sampling seed: same seed, same image")
     greedy: bool = Field(False, description="most likely token at every step instead of top-p sampling")
+    candidates: int = Field(
+        1,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="best of k draws: the one whose report the model reads back as most likely (k times the time)",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -192,7 +198,14 @@ def build_router(service: Service) -> APIRouter:
         start = time.perf_counter()
         results = await _wait(
             service,
-            lambda: service.image(request.report, request.guidance_scale, 1, request.seed, request.greedy),
+            lambda: service.image(
+                request.report,
+                request.guidance_scale,
+                1,
+                request.seed,
+                request.greedy,
+                candidates=request.candidates,
+            ),
         )
         buffer = io.BytesIO()
         results[0].image.save(buffer, format="PNG")

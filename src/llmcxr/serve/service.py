@@ -20,6 +20,7 @@ from llmcxr.serve.worker import ModelWorker
 
 GUIDANCE_RANGE = (0.0, 20.0)  # classifier-free guidance; 1 = none, LLM-CXR's figures use up to ~5
 MAX_SEED = 2**31 - 1
+MAX_CANDIDATES = 8  # best-of-k draws per image: k times the compute of one
 
 
 @dataclass
@@ -105,17 +106,30 @@ class Service:
         seed: int = 0,
         greedy: bool = False,
         progress: Any = None,
+        candidates: int = 1,
     ) -> Future:
-        """Future of a list of ``n`` ImageResults (progress: called with images finished per batch)."""
+        """Future of a list of ``n`` ImageResults (progress: called with images finished per batch);
+        ``candidates`` k > 1 makes each the best of k draws (``LLMCXR.generate_image``)."""
         report = self.check_text("report", report)
         guidance_scale = self.check_guidance(guidance_scale)
         if not 1 <= n <= self.config.max_samples:
             raise BadInputError("n", f"{n} images is outside 1..{self.config.max_samples}")
+        if not 1 <= candidates <= MAX_CANDIDATES:
+            raise BadInputError("candidates", f"{candidates} is outside 1..{MAX_CANDIDATES}")
+        if greedy and candidates > 1:
+            raise BadInputError("candidates", "greedy draws are all one image", "sample, or ask for 1")
         sampling = replace(self.sampling(seed, greedy), seed=seed)
 
         def job(model):
             results = model.generate_image(
-                [report], guidance_scale, n, seed, sampling, batch_size=4, progress=progress
+                [report],
+                guidance_scale,
+                n,
+                seed,
+                sampling,
+                batch_size=4 * candidates,
+                progress=progress,
+                candidates=candidates,
             )
             return results if isinstance(results, list) else [results]
 

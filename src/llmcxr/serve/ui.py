@@ -20,7 +20,7 @@ from PIL import Image
 from llmcxr.errors import BadInputError
 from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.serve.examples import INSTRUCTIONS, QUESTIONS
-from llmcxr.serve.service import GUIDANCE_RANGE, Service
+from llmcxr.serve.service import GUIDANCE_RANGE, MAX_CANDIDATES, Service
 from llmcxr.serve.uploads import UPLOAD_SUFFIXES, read_upload_file
 from llmcxr.serve.worker import QueueFull
 
@@ -113,6 +113,7 @@ class UI:
         samples: float,
         seed: float,
         greedy: bool,
+        candidates: float = 1,
         progress: gr.Progress = gr.Progress(),
     ) -> list[tuple[Image.Image, str]]:
         n, done = int(samples), [0]
@@ -121,7 +122,9 @@ class UI:
             done[0] += finished
 
         future = self._submit(
-            lambda: self.service.image(report, float(guidance_scale), n, int(seed), bool(greedy), advance)
+            lambda: self.service.image(
+                report, float(guidance_scale), n, int(seed), bool(greedy), advance, int(candidates)
+            )
         )
         results = self._wait(future, progress, lambda: (done[0] / n, f"drawing {n} image(s): {done[0]} done"))
         return [(_view(r.image), f"seed {r.seed}, guidance {r.guidance_scale:g}") for r in results]
@@ -170,11 +173,18 @@ def build_ui(service: Service) -> gr.Blocks:
                         samples = gr.Slider(1, service.config.max_samples, value=2, step=1, label="Samples")
                         image_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                         greedy = gr.Checkbox(False, label="Greedy (one most likely image; ignores the seed)")
+                        candidates = gr.Slider(
+                            1,
+                            MAX_CANDIDATES,
+                            value=1,
+                            step=1,
+                            label="Best of (draws per image, kept by how well the model reads its report back)",
+                        )
                         draw = gr.Button("Draw", variant="primary", elem_id="image-button")
                     gallery = gr.Gallery(
                         label="Generated CXRs", columns=4, object_fit="contain", elem_id="image-gallery"
                     )
-                draw.click(ui.image, [report_in, guidance, samples, image_seed, greedy], gallery)
+                draw.click(ui.image, [report_in, guidance, samples, image_seed, greedy, candidates], gallery)
                 gr.Examples([[e.report] for e in examples], [report_in], label="Example reports")
 
             with gr.Tab("Visual question answering", id="vqa"):
