@@ -302,6 +302,35 @@ def test_cli_trains_two_steps_end_to_end(tmp_path):
     assert any(k.startswith("eval_") and k.endswith("_loss") for e in log["log_history"] for k in e)
 
 
+def test_a_checkpoint_exports_as_the_model_of_that_step(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmcxr.cli import app
+    from llmcxr.generation import LLMCXR
+
+    recipe = _tiny_recipe(tmp_path / "a", max_steps=2)
+    train_recipe(recipe)  # save_steps 2: checkpoint-2 holds the final weights
+    run = Path(recipe.output_dir)
+    out = tmp_path / "step2"
+    result = CliRunner().invoke(app, ["export-checkpoint", str(run / "checkpoint-2"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = LLMCXR.from_pretrained(out, device="cpu")
+    final = LLMCXR.from_pretrained(run / "model", device="cpu")
+    for (name, a), (_, b) in zip(
+        sorted(exported.model.state_dict().items()), sorted(final.model.state_dict().items()), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert exported.image_tokens == final.image_tokens
+    config = json.loads((out / "llmcxr_train.json").read_text())
+    assert config["stopped_at_step"] == 2 and config["weights_from"].endswith("checkpoint-2")
+    assert not [p for p in out.iterdir() if p.suffix in (".pt", ".pth", ".bin")]  # no pickles shipped
+    for bad, reason in ((run, "no .safetensors"), (tmp_path / "nowhere", "no .safetensors")):
+        result = CliRunner().invoke(app, ["export-checkpoint", str(bad), "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and reason in str(result.exception), result.output
+
+
 class KillAfter(TrainerCallback):
     """Stops training right after the checkpoint of step ``step``, as a kill there would."""
 

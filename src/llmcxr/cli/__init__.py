@@ -13,6 +13,7 @@ from llmcxr.cli import generate as generate_cli
 from llmcxr.cli import vq as vq_cli
 from llmcxr.cli.demo import demo as demo_command
 from llmcxr.cli.serve import serve as serve_command
+from llmcxr.cli.train import export_checkpoint as export_checkpoint_command
 from llmcxr.cli.train import train as train_command
 from llmcxr.errors import BadInputError
 
@@ -26,6 +27,7 @@ app.add_typer(
     vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert."
 )
 app.command("train")(train_command)
+app.command("export-checkpoint")(export_checkpoint_command)
 app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
 app.add_typer(eval_cli.app, name="eval", help="Evaluation: clinical efficacy, language scores, FID/KID, VQA.")
 app.command("report")(generate_cli.report)

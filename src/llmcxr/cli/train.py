@@ -1,4 +1,5 @@
-"""`llmcxr train --config recipe.yaml [--resume]`: instruction-tune a causal LM on CXR tasks."""
+"""`llmcxr train --config recipe.yaml [--resume]`: instruction-tune a causal LM on CXR tasks;
+`llmcxr export-checkpoint RUN/checkpoint-N --out DIR`: an earlier step of a run as a model folder."""
 
 from __future__ import annotations
 
@@ -33,3 +34,14 @@ def train(
         recipe = dataclasses.replace(recipe, optim=dataclasses.replace(recipe.optim, max_steps=max_steps))
     folder = train_recipe(recipe, resume=resume)
     console.print(f"model folder: [bold]{folder}[/]")
+
+
+def export_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint-N folder inside a run's output_dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (replaced atomically)."),
+) -> None:
+    """Export a run's checkpoint as a model folder (weights, tokenizer, image tokens, VQ-GAN, recipe),
+    as the run's own export would be at that step; `stopped_at_step` in its llmcxr_train.json."""
+    from llmcxr.training.trainer import export_checkpoint as export
+
+    console.print(f"model folder: [bold]{export(checkpoint, out)}[/]")

@@ -32,12 +32,17 @@ from transformers import (
 )
 
 from llmcxr import atomic
-from llmcxr.config import save_config, to_dict
+from llmcxr.config import load_config, save_config, to_dict
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.errors import BadInputError
-from llmcxr.model.folder import replace_folder, save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.folder import (
+    replace_folder,
+    save_llmcxr_folder,
+    staged_folder,
+    write_llmcxr_files,
+)
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
-from llmcxr.model.vocab import ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
+from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
 from llmcxr.prompt.dolly import CONTROL_TOKENS, INTRO_BLURB
 from llmcxr.prompt.phrasings import PHRASINGS
 from llmcxr.records import CXRRecord
@@ -365,6 +370,46 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
     return out
 
 
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """A run's ``checkpoint-N`` as a model folder, as the run's own export would be at step N: to ship
+    an earlier step (a lower eval loss, the weights before a later change) or continue from it."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    run = checkpoint.parent
+    if (checkpoint / "adapter_model.safetensors").is_file():
+        raise BadInputError(
+            checkpoint,
+            "is a LoRA checkpoint (adapter weights only)",
+            "let the run finish: its export merges them",
+        )
+    weights = [p for p in checkpoint.glob("*.safetensors")] if checkpoint.is_dir() else []
+    if not weights:
+        raise BadInputError(
+            checkpoint, "has no .safetensors weights", "give a checkpoint-N folder of `llmcxr train`"
+        )
+    for needed in ("recipe.json", IMAGE_TOKENS_FILE):
+        if not (run / needed).is_file():
+            raise BadInputError(
+                run,
+                f"has no {needed} (written when `llmcxr train` starts)",
+                "give a checkpoint inside its run folder",
+            )
+    recipe = load_config(TrainRecipe, run / "recipe.json")
+    image_tokens = ImageTokenMap.load(run)
+    image_tokens.check(AutoTokenizer.from_pretrained(checkpoint))  # it holds the tokens the map names
+    step = checkpoint.name.removeprefix("checkpoint-")
+    train_config = to_dict(recipe) | {
+        "stopped_at_step": int(step) if step.isdigit() else None,
+        "weights_from": str(checkpoint),
+    }
+    with staged_folder(out) as stage:
+        # Weights, model and tokenizer configs; not the optimizer, scheduler and RNG states (pickles).
+        for path in checkpoint.iterdir():
+            if path.suffix in (".safetensors", ".json") and path.name != "trainer_state.json":
+                shutil.copy2(path, stage / path.name)
+        write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
+    return out
+
+
 def _last_checkpoint(output_dir: Path) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -402,6 +447,8 @@ def train(
     model, tokenizer, image_tokens = prepare_model(
         recipe, corpus, stores.config.codebook_size, stores.config.num_tokens
     )
+    if state.is_main_process:  # beside recipe.json: with them any checkpoint can be exported
+        image_tokens.save(output_dir)
     train_set, eval_sets, counts = build_datasets(
         recipe, records, instructions, tokenizer, image_tokens, stores
     )
