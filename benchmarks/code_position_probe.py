@@ -11,6 +11,8 @@ split of the synthetic worlds the shipped model was trained on (their token stor
 VQ-GAN), and scored by micro-F1-14 at threshold 0.5 on the first 300 test records of the seed-0
 world, the test items of ``benchmarks/eval_tiny.py``. Labels are the project's rule labeler's on the
 reports, uncertain as positive. Needs runs/e6 (the commands of recipes/tiny-synth*.yaml).
+Positions matter to a probe; the shipped 8x8 LM turned out to find them without markers too (a control
+run without them did as well, docs/training.md).
 """
 
 from __future__ import annotations

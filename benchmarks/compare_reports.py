@@ -1,0 +1,73 @@
+"""Two models' reports on the same items, paired: micro-F1-14 of each and the interval of the difference.
+
+    python benchmarks/compare_reports.py RUN_A RUN_B [--world runs/e6/world] [--split validate]
+        [--out benchmarks/results/compare_reports.json]
+
+RUN_A and RUN_B are ``llmcxr eval run`` output folders of the same split (their ``reports.jsonl``).
+Both sides are labelled by the project's rule labeler, uncertain as positive, as ``eval run`` does; the
+interval is 1,000 bootstrap resamples of the items, the same for both (``llmcxr.metrics.intervals``),
+so it says whether the difference is more than which items happened to be drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from _repo import REPO, shown
+
+from llmcxr.atomic import write_json
+from llmcxr.datasets.synthetic import read_synthetic_world
+from llmcxr.findings import CHEXPERT_14
+from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports
+from llmcxr.metrics.intervals import item_resamples, report_f1_intervals
+from llmcxr.reports import RuleLabeler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, nargs=2, help="two `llmcxr eval run` output folders")
+    parser.add_argument("--world", type=Path, default=REPO / "runs" / "e6" / "world")
+    parser.add_argument("--split", default="validate")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compare_reports.json")
+    args = parser.parse_args()
+
+    items = [r for r in read_synthetic_world(args.world) if r.split == args.split]
+    labeler, convention = RuleLabeler(), LabelConvention()
+
+    def labels(reports: list[str]) -> np.ndarray:
+        return binarize_labels(label_reports(labeler, reports), CHEXPERT_14, convention)
+
+    systems = {}
+    for run in args.runs:
+        lines = (run / "reports.jsonl").read_text(encoding="utf-8").splitlines()
+        generated = {row["image_id"]: row["report"] for row in map(json.loads, lines)}
+        missing = [r.image_id for r in items if r.image_id not in generated]
+        if missing:
+            raise SystemExit(f"{run}: no report for {len(missing)} {args.split} items (first {missing[0]})")
+        systems[shown(run)] = labels([generated[r.image_id] for r in items])
+    first, second = systems
+    reference = labels([r.report for r in items])
+    intervals = report_f1_intervals(reference, systems, item_resamples(len(items), seed=0), model=first)
+    point = {
+        name: float(2 * (p & reference).sum() / max(1, p.sum() + reference.sum()))
+        for name, p in systems.items()
+    }
+    out = {
+        "command": f"python benchmarks/compare_reports.py {first} {second} --world {shown(args.world)} "
+        f"--split {args.split}",
+        "n_items": len(items),
+        "labels": "project rule labeler, uncertain as positive, 14 CheXpert classes",
+        "micro_f1_14": point,
+        "micro_f1_14_95ci": intervals["micro_f1"],
+        "difference": point[first] - point[second],
+        "difference_95ci": intervals["margin"][second],
+    }
+    write_json(args.out, out)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
