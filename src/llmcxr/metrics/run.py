@@ -27,7 +27,7 @@ run (seconds). Folder layout (``docs/evaluation.md``)::
     out/reports.jsonl                  {image_id, report, stopped}
     out/generated/<image_id>.png       report -> CXR
     out/vqa.jsonl                      {key, image_id, question, kind, finding, reference, answer}
-    out/baselines/train_tokens.safetensors, out/baselines/mode_token_map.png
+    out/baselines/mode_token_map.png   (the training images' codes: cache_dir()/train-tokens/, shared)
     out/timings.json                   generation seconds per stage, summed over invocations
     out/eval.json, out/eval.md, out/f1_per_class.png, out/roc_curves.png, out/samples.png
 """

@@ -42,6 +42,11 @@ def _file_path(upload: Any) -> str:
     return upload if isinstance(upload, str) else upload.name
 
 
+def _caption(result) -> str:  # an ImageResult
+    best_of = f", best of {result.candidates}" if result.candidates > 1 else ""
+    return f"seed {result.seed}, guidance {result.guidance_scale:g}{best_of}"
+
+
 class UI:
     """The handlers behind the web app's buttons."""
 
@@ -127,7 +132,7 @@ class UI:
             )
         )
         results = self._wait(future, progress, lambda: (done[0] / n, f"drawing {n} image(s): {done[0]} done"))
-        return [(_view(r.image), f"seed {r.seed}, guidance {r.guidance_scale:g}") for r in results]
+        return [(_view(r.image), _caption(r)) for r in results]
 
 
 def build_ui(service: Service) -> gr.Blocks:
