@@ -164,9 +164,11 @@ def main() -> None:
     probabilities["real"] = classifier.predict(load_record_images(chosen, size)).numpy()
     timings["real"] = {"classify_s": round(time.perf_counter() - begin, 2)}
 
+    def setting(scale: float, k: int) -> str:
+        return f"scale_{scale:g}" + (f"_best_of_{k}" if k > 1 else "")
+
     def condition(scale: float, k: int, seed: int) -> str:
-        name = f"scale_{scale:g}" + (f"_best_of_{k}" if k > 1 else "")
-        return name + (f"_seed_{seed}" if len(args.seeds) > 1 else "")
+        return setting(scale, k) + (f"_seed_{seed}" if len(args.seeds) > 1 else "")
 
     conditions = [
         (condition(s, k, seed), reports, s, k, seed)
@@ -246,7 +248,7 @@ def main() -> None:
         "bootstrap_resamples": args.bootstrap,
         "macro_auroc": {name: r["macro_auroc"] for name, r in results.items()},
         "mean_over_seeds": {
-            condition(s, k, 0).removesuffix("_seed_0"): float(
+            setting(s, k): float(
                 np.mean([results[condition(s, k, seed)]["macro_auroc"] for seed in args.seeds])
             )
             for s in args.scales
