@@ -21,7 +21,7 @@ from _repo import REPO, shown
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports
+from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
 from llmcxr.metrics.intervals import item_resamples, report_f1_intervals
 from llmcxr.reports import RuleLabeler
 
@@ -52,8 +52,7 @@ def main() -> None:
     reference = labels([r.report for r in items])
     intervals = report_f1_intervals(reference, systems, item_resamples(len(items), seed=0), model=first)
     point = {
-        name: float(2 * (p & reference).sum() / max(1, p.sum() + reference.sum()))
-        for name, p in systems.items()
+        name: precision_recall_f1(reference, p, CHEXPERT_14)["micro"]["f1"] for name, p in systems.items()
     }
     out = {
         "command": f"python benchmarks/compare_reports.py {first} {second} --world {shown(args.world)} "

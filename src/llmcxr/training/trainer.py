@@ -370,6 +370,9 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
     return out
 
 
+CHECKPOINT_MODEL_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja")
+
+
 def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     """A run's ``checkpoint-N`` as a model folder, as the run's own export would be at step N: to ship
     an earlier step (a lower eval loss, the weights before a later change) or continue from it."""
@@ -381,8 +384,7 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
             "is a LoRA checkpoint (adapter weights only)",
             "let the run finish: its export merges them",
         )
-    weights = [p for p in checkpoint.glob("*.safetensors")] if checkpoint.is_dir() else []
-    if not weights:
+    if not checkpoint.is_dir() or not any(checkpoint.glob("*.safetensors")):
         raise BadInputError(
             checkpoint, "has no .safetensors weights", "give a checkpoint-N folder of `llmcxr train`"
         )
@@ -402,9 +404,10 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
         "weights_from": str(checkpoint),
     }
     with staged_folder(out) as stage:
-        # Weights, model and tokenizer configs; not the optimizer, scheduler and RNG states (pickles).
+        # Weights, model and tokenizer files (tokenizer.model, merges.txt and chat templates of other
+        # bases too); not the optimizer, scheduler and RNG states (pickles) or the trainer's state.
         for path in checkpoint.iterdir():
-            if path.suffix in (".safetensors", ".json") and path.name != "trainer_state.json":
+            if path.suffix in CHECKPOINT_MODEL_SUFFIXES and path.name != "trainer_state.json":
                 shutil.copy2(path, stage / path.name)
         write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
     return out
