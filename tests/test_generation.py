@@ -246,6 +246,18 @@ def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm):
     empty = llm.generate_image("", seed=seed, candidates=k)  # no report to check: the first draw
     assert np.array_equal(empty.image_tokens, llm.generate_image("", seed=seed * k).image_tokens)
     assert empty.report_log_likelihood is None
+    scored_reports = []  # a batch mixing both: only the report's draws are scored, the choice is the same
+    score = llm.report_log_likelihood
+    llm.report_log_likelihood = lambda codes, reports: scored_reports.extend(reports) or score(codes, reports)
+    try:
+        mixed = llm.generate_image(
+            [REPORTS[1], ""], guidance_scale=2.0, seed=seed, candidates=k, batch_size=4
+        )
+    finally:
+        del llm.report_log_likelihood
+    assert scored_reports == [REPORTS[1]] * k
+    assert np.array_equal(mixed[0].image_tokens, chosen[0].image_tokens)
+    assert mixed[1].report_log_likelihood is None
     with pytest.raises(BadInputError, match="candidates"):
         llm.generate_image(REPORTS[0], candidates=0)
     with pytest.raises(BadInputError, match="greedy"):

@@ -401,11 +401,18 @@ class LLMCXR:
     def _best_draws(
         self, codes: np.ndarray, reports: list[str], candidates: int
     ) -> tuple[np.ndarray, list[float | None]]:
-        """(rows * candidates, g, g) draws -> each row's draw of highest log p(report | image), and that score."""
-        likelihood = self.report_log_likelihood(codes, [r for r in reports for _ in range(candidates)])
-        likelihood = likelihood.reshape(len(reports), candidates)
-        has_report = np.array([bool(r) for r in reports])
-        best = np.where(has_report, likelihood.argmax(axis=1), 0)
-        scores = [float(likelihood[k, b]) if has_report[k] else None for k, b in enumerate(best)]
+        """(rows * candidates, g, g) draws -> each row's draw of highest log p(report | image), and that score.
+        A row with an empty report has nothing to score its draws by: it keeps its first, unscored."""
         draws = codes.reshape(len(reports), candidates, *codes.shape[1:])
+        best = np.zeros(len(reports), dtype=np.int64)
+        scores: list[float | None] = [None] * len(reports)
+        scored = [k for k, report in enumerate(reports) if report]
+        if scored:
+            likelihood = self.report_log_likelihood(
+                draws[scored].reshape(-1, *codes.shape[1:]),
+                [reports[k] for k in scored for _ in range(candidates)],
+            ).reshape(len(scored), candidates)
+            for row, k in enumerate(scored):
+                best[k] = likelihood[row].argmax()
+                scores[k] = float(likelihood[row, best[k]])
         return draws[np.arange(len(reports)), best], scores
