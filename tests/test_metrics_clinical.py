@@ -13,7 +13,6 @@ from llmcxr.metrics.clinical import (
     binarize_labels,
     clinical_efficacy,
     precision_recall_f1,
-    radgraph_f1,
     score_report_labels,
 )
 
@@ -96,8 +95,3 @@ def test_report_labels_with_the_project_labeler() -> None:
     assert wrong["chexpert_5"]["per_class"]["Pleural Effusion"]["f1"] == 0.0
     assert wrong["chexpert_5"]["per_class"]["Edema"]["recall"] == 0.0
     assert set(wrong["chexpert_14"]["per_class"]) == set(CHEXPERT_14)
-
-
-def test_radgraph_asks_for_weights(tmp_path) -> None:
-    with pytest.raises(BadInputError, match="RadGraph"):
-        radgraph_f1(["a"], ["b"], tmp_path / "radgraph")

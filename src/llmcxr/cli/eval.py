@@ -69,14 +69,32 @@ def reports(
         None, help="Label with CheXbert: a converted .safetensors checkpoint."
     ),
     bert_folder: Path | None = typer.Option(None, help="Local bert-base-uncased folder for --chexbert."),
+    radgraph: Path | None = typer.Option(
+        None,
+        help="Also score RadGraph F1 with this extracted RadGraph model (config.json, weights.th, vocabulary/).",
+    ),
+    radgraph_type: str = typer.Option(
+        "radgraph", help="Which RadGraph release --radgraph is: radgraph or radgraph-xl."
+    ),
+    radgraph_bert: Path | None = typer.Option(
+        None, help="Local copy of the BERT --radgraph's config names (default: the Hugging Face cache)."
+    ),
 ) -> None:
     """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes) and language scores of reports."""
     from llmcxr.metrics.evaluate import evaluate_report_files
+    from llmcxr.metrics.radgraph import RadGraphModel
 
-    result = evaluate_report_files(pred, ref, _labeler(chexbert, bert_folder), _convention(uncertain), meteor)
+    graph = None if radgraph is None else RadGraphModel(radgraph, radgraph_type, radgraph_bert)
+    result = evaluate_report_files(
+        pred, ref, _labeler(chexbert, bert_folder), _convention(uncertain), meteor, radgraph=graph
+    )
     clinical, language = result["clinical"], result["language"]
     headline = {k: clinical[k] for k in ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5")}
     headline.update({k: language[k] for k in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider")})
+    if "radgraph" in result:
+        headline.update(
+            {f"radgraph_{level}": result["radgraph"][level] for level in ("simple", "partial", "complete")}
+        )
     console.print(
         _table(f"{result['n']} reports, labeler {clinical['labeler']}, {clinical['convention']}", headline)
     )

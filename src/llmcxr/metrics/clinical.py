@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -201,17 +200,6 @@ def label_reports(labeler: Labeler, reports: Sequence[str]) -> list[dict[str, in
         {name: int(value) for name, value in labeled.labels.items()}
         for labeled in labeler.label(list(reports))
     ]
-
-
-def radgraph_f1(
-    predictions: Sequence[str], references: Sequence[str], weights: Path | None
-) -> dict[str, float]:
-    """RadGraph F1 (Jain et al. 2021) needs the RadGraph model, which llmcxr does not ship or download."""
-    raise BadInputError(
-        weights or "RadGraph",
-        "RadGraph scoring needs the RadGraph model weights (a local folder at PATH), which llmcxr does not ship",
-        "score with the `radgraph` package where you have its weights; llmcxr reports CheXpert F1 and language scores",
-    )
 
 
 def score_report_labels(

@@ -37,6 +37,7 @@ from llmcxr.metrics.prediction_files import (
     row_labels,
     rows_by_id,
 )
+from llmcxr.metrics.radgraph import RadGraphModel, radgraph_f1
 from llmcxr.metrics.vqa import vqa_accuracy
 from llmcxr.records import QA, CXRRecord
 from llmcxr.reports import Labeler, RuleLabeler
@@ -48,14 +49,17 @@ def evaluate_report_files(
     labeler: Labeler | None = None,
     convention: LabelConvention = LabelConvention(),
     meteor: bool = True,
+    radgraph: RadGraphModel | None = None,
 ) -> dict[str, object]:
-    """Clinical efficacy and language scores of generated reports, rows paired by id."""
+    """Clinical efficacy and language scores of generated reports, rows paired by id; RadGraph F1
+    too where ``radgraph`` says where the user's RadGraph model is."""
     pairs = pair_by_id(pred_path, ref_path)
     predictions = [report_text(pred, pred_path) for _, pred, _ in pairs]
     references = [report_text(ref, ref_path) for _, _, ref in pairs]
     started = time.perf_counter()
     clinical = score_report_labels(predictions, references, labeler, convention)
     language = language_scores(predictions, references, meteor=meteor)
+    graph = {} if radgraph is None else {"radgraph": radgraph_f1(predictions, references, radgraph)}
     return {
         "task": "cxr_to_report",
         "n": len(pairs),
@@ -63,6 +67,7 @@ def evaluate_report_files(
         "references": str(ref_path),
         "clinical": clinical,
         "language": language,
+        **graph,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
