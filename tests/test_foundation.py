@@ -63,3 +63,15 @@ def test_cli_help_runs() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "vq" in result.output
+
+
+def test_python_m_llmcxr_cli_is_the_command() -> None:
+    """The benchmarks run the CLI as ``python -m llmcxr.cli`` with their own interpreter."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "llmcxr.cli", "eval", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train-classifier" in done.stdout

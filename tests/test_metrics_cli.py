@@ -191,6 +191,45 @@ def test_train_classifier_then_eval_images(world, tmp_path) -> None:
     assert set(json.loads(out.read_text())["finding_agreement"]["per_class"]) == drawn
 
 
+def test_train_classifier_on_your_own_manifest(world, tmp_path) -> None:
+    """Real data's route: a CSV of images and reports (labels by the rule labeler) or labels given
+    outright; rows without a split are held out by patient for the validation AUROC."""
+    from llmcxr.datasets.synthetic import read_synthetic_world
+    from llmcxr.metrics.evaluate import manifest_classifier_records
+
+    records = read_synthetic_world(world)
+    rows = [
+        {"image": r.image_path, "report": r.report, "patient_id": f"p{i % 5}", "labels": ""}
+        for i, r in enumerate(records)
+    ]
+    rows[0]["labels"] = json.dumps({"Cardiomegaly": 1, "Edema": 0})
+    write_csv(tmp_path / "mine.csv", rows)
+    labelled = manifest_classifier_records(tmp_path / "mine.csv", validate_fraction=0.3)
+    assert labelled[0].labels == {"Cardiomegaly": 1, "Edema": 0}
+    assert labelled[1].labels == records[1].labels  # the world's labels come from the same labeler
+    by_patient = {}
+    for i, record in enumerate(labelled):
+        by_patient.setdefault(rows[i]["patient_id"], set()).add(record.split)
+    assert all(len(splits) == 1 for splits in by_patient.values())  # a patient is never on both sides
+    assert {"train", "validate"} <= {record.split for record in labelled}
+
+    out = tmp_path / "classifier"
+    args = ["eval", "train-classifier", "--manifest", str(tmp_path / "mine.csv"), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--size", "32", "--steps", "2", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["config"]["image_size"] == 32
+    default_split = manifest_classifier_records(tmp_path / "mine.csv")  # 10% held out, as the CLI does
+    assert summary["n_train"] == sum(record.split == "train" for record in default_split)
+
+    rows[2]["labels"] = json.dumps({"Heart Failure": 1})
+    write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(BadInputError, match="row 3: \\['Heart Failure'\\] are not CheXpert-14 names"):
+        manifest_classifier_records(tmp_path / "bad.csv")
+    result = runner.invoke(app, ["eval", "train-classifier", "--out", str(out)])
+    assert result.exit_code == 2 and "--manifest" in result.output
+
+
 def test_report_baselines_on_the_world(world, tmp_path) -> None:
     out = tmp_path / "baselines.json"
     result = runner.invoke(

@@ -221,19 +221,31 @@ def preservation(
 
 @app.command("train-classifier")
 def train_classifier(
-    world: Path = typer.Option(..., "--world", help="Synthetic world folder (llmcxr data synth)."),
     out: Path = typer.Option(..., "--out", help="Folder to save the classifier in."),
-    size: int | None = typer.Option(None, help="Image side the classifier sees (default: the world's)."),
+    world: Path | None = typer.Option(None, "--world", help="Synthetic world folder (llmcxr data synth)."),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        help="Or your own CXRs: CSV/JSONL with image and report (or a labels column); optional split, patient_id.",
+    ),
+    size: int | None = typer.Option(
+        None, help="Image side the classifier sees (default: the world's; 128 for a manifest)."
+    ),
     steps: int = typer.Option(1000, help="Training steps."),
     batch_size: int = typer.Option(64, help="Images per step."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Train the finding classifier used for finding agreement and FID/KID features."""
-    from llmcxr.metrics.evaluate import train_classifier_on_world
+    from llmcxr.metrics.evaluate import train_classifier_on_manifest, train_classifier_on_world
     from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
 
+    if (world is None) == (manifest is None):
+        raise typer.BadParameter("give one of --world (a synthetic world) or --manifest (your own CXRs)")
     train = ClassifierTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
-    summary = train_classifier_on_world(world, out, size, train, log=console.print)
+    if world is not None:
+        summary = train_classifier_on_world(world, out, size, train, log=console.print)
+    else:
+        summary = train_classifier_on_manifest(manifest, out, size or 128, train, log=console.print)
     rows: dict[str, object] = {"n_train": summary["n_train"], "train_seconds": summary["train_seconds"]}
     if "eval_auroc" in summary:
         rows[f"{summary['eval_split']} macro AUROC"] = summary["eval_auroc"]["macro_auroc"]

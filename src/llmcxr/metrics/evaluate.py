@@ -345,6 +345,52 @@ def train_classifier_on_world(
     return summary
 
 
+def manifest_classifier_records(manifest: str | Path, validate_fraction: float = 0.1) -> list[CXRRecord]:
+    """A manifest's CXRs (``llmcxr.datasets.manifest``: your real images) labelled for the finding
+    classifier: a row's ``labels`` column (JSON object of CheXpert name -> 1/0/-1), else the rule-based
+    labeler on its report. Rows without a ``split`` are split by patient (else image id):
+    ``validate_fraction`` of them, chosen by a hash, hold out for the validation AUROC."""
+    import hashlib
+
+    from llmcxr.datasets.manifest import read_manifest
+    from llmcxr.findings import CHEXPERT_14
+
+    manifest = Path(manifest)
+    records = read_manifest(manifest)
+    labeler = RuleLabeler()
+    for number, (record, row) in enumerate(zip(records, read_rows(manifest), strict=True), start=1):
+        given = row_labels(row, manifest)
+        if given is None:
+            given = label_reports(labeler, [record.report])[0]
+        unknown = sorted(set(given) - set(CHEXPERT_14))
+        if unknown:
+            raise BadInputError(
+                manifest, f"row {number}: {unknown} are not CheXpert-14 names", f"use {CHEXPERT_14}"
+            )
+        record.labels = given
+        if record.split is None:
+            key = (record.patient_id or record.image_id).encode()
+            held_out = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < validate_fraction
+            record.split = "validate" if held_out else "train"
+    return records
+
+
+def train_classifier_on_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    size: int = 128,
+    train: ClassifierTrainConfig = ClassifierTrainConfig(),
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train the finding classifier on your own labelled CXRs (``manifest_classifier_records``), so
+    FID/KID and finding agreement on real data use a network that has seen real images."""
+    records = manifest_classifier_records(manifest)
+    _, summary = train_finding_classifier(
+        records, size, out, FindingClassifierConfig(image_size=size), train, log
+    )
+    return summary
+
+
 __all__ = [
     "evaluate_image_folders",
     "evaluate_report_baselines",
@@ -354,5 +400,7 @@ __all__ = [
     "load_image_set",
     "report_baseline_predictions",
     "score_reports",
+    "manifest_classifier_records",
+    "train_classifier_on_manifest",
     "train_classifier_on_world",
 ]
