@@ -74,13 +74,14 @@ def reports(
         help="Also score RadGraph F1 with this extracted RadGraph model (config.json, weights.th, vocabulary/).",
     ),
     radgraph_type: str = typer.Option(
-        "radgraph", help="Which RadGraph release --radgraph is: radgraph or radgraph-xl."
+        "radgraph", help="Which RadGraph release --radgraph is: radgraph, radgraph-xl or modern-radgraph-xl."
     ),
     radgraph_bert: Path | None = typer.Option(
         None, help="Local copy of the BERT --radgraph's config names (default: the Hugging Face cache)."
     ),
 ) -> None:
-    """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes) and language scores of reports."""
+    """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes), language scores and, with
+    --radgraph, RadGraph F1 of reports."""
     from llmcxr.metrics.evaluate import evaluate_report_files
     from llmcxr.metrics.radgraph import RadGraphModel
 
