@@ -227,7 +227,7 @@ def test_report_log_likelihood_is_the_teacher_forced_loss_of_the_report(llm):
     assert scores[1] < scores[2]  # the longer report has more tokens to predict
 
 
-def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm):
+def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm, monkeypatch):
     k, seed = 3, 4
     chosen = llm.generate_image(REPORTS[1:], guidance_scale=2.0, seed=seed, candidates=k, batch_size=4)
     for row, result in enumerate(chosen):
@@ -248,13 +248,14 @@ def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm):
     assert empty.report_log_likelihood is None
     scored_reports = []  # a batch mixing both: only the report's draws are scored, the choice is the same
     score = llm.report_log_likelihood
-    llm.report_log_likelihood = lambda codes, reports: scored_reports.extend(reports) or score(codes, reports)
-    try:
-        mixed = llm.generate_image(
-            [REPORTS[1], ""], guidance_scale=2.0, seed=seed, candidates=k, batch_size=4
-        )
-    finally:
-        del llm.report_log_likelihood
+
+    def counted_score(codes, reports):
+        scored_reports.extend(reports)
+        return score(codes, reports)
+
+    monkeypatch.setattr(llm, "report_log_likelihood", counted_score)
+    mixed = llm.generate_image([REPORTS[1], ""], guidance_scale=2.0, seed=seed, candidates=k, batch_size=4)
+    monkeypatch.undo()
     assert scored_reports == [REPORTS[1]] * k
     assert np.array_equal(mixed[0].image_tokens, chosen[0].image_tokens)
     assert mixed[1].report_log_likelihood is None
