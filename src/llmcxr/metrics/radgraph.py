@@ -4,7 +4,8 @@ llmcxr neither ships nor downloads RadGraph. ``radgraph_f1`` runs the ``radgraph
 (``pip install "llmcxr[radgraph]"``) on a local, extracted model (``radgraph.tar.gz`` or
 ``radgraph-xl.tar.gz`` of StanfordAIMI/RRG_scorers: ``config.json``, ``weights.th``, ``vocabulary/``)
 and on a local copy of the BERT its config names, so nothing is fetched at run time. The package
-loads ``weights.th`` with ``torch.load(weights_only=True)``: tensors only, no pickled code.
+loads ``weights.th`` with ``torch.load``, weights-only (explicitly on CPU, by torch >= 2.6's default on
+GPU): tensors only, no pickled code.
 
 Per report pair the package annotates both reports (entities with labels, relations between them) and
 scores three F1s, which are then averaged over pairs:
