@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmcxr.errors import BadInputError
-from llmcxr.metrics.prediction_files import pair_by_id, read_rows, report_text, row_labels
+from llmcxr.metrics.prediction_files import pair_by_id, read_rows, report_text
+from llmcxr.tables import row_labels
 
 
 def test_pairing_follows_reference_order_across_formats(tmp_path) -> None:

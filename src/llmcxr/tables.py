@@ -56,3 +56,18 @@ def read_rows(path: str | Path) -> list[Row]:
     if not path.is_file():
         raise BadInputError(path, "file not found", "check the path")
     raise BadInputError(path, f"unknown file type {suffix!r}", "give a .jsonl or .csv file")
+
+
+def row_labels(row: Row, path: str | Path) -> dict[str, int] | None:
+    """A row's ``labels`` (dict or JSON text) as {CheXpert name: int}, or None where the row has none."""
+    value = row.get("labels")
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadInputError(path, f"labels {value[:40]!r} is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadInputError(path, "labels must be an object of finding name -> 1/0/-1")
+    return {str(k): int(v) for k, v in value.items() if v is not None and v != ""}

@@ -4,7 +4,8 @@ Columns (JSONL keys): ``image`` or ``image_path`` (relative to the manifest, or 
 either ``report`` (free text; FINDINGS:/IMPRESSION: headings are split with
 ``llmcxr.reports.parse_mimic_report``) or ``findings`` and/or ``impression``. Optional:
 ``image_id`` (else the id ``llmcxr.imaging.scan_images`` gives, i.e. the token store's key),
-``view``, ``patient_id``, ``study_id``, ``study_date``, ``split``, and ``question`` + ``answer``
+``view``, ``patient_id``, ``study_id``, ``study_date``, ``split``, ``labels`` (a JSON object of
+CheXpert name -> 1/0/-1: the image's findings where you know them), and ``question`` + ``answer``
 (one VQA pair per row).
 """
 
@@ -15,9 +16,11 @@ import json
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
+from llmcxr.findings import CHEXPERT_14
 from llmcxr.imaging import scan_images
 from llmcxr.records import QA, CXRRecord
 from llmcxr.reports import parse_mimic_report
+from llmcxr.tables import row_labels
 
 
 def _text(row: dict, key: str) -> str:
@@ -56,6 +59,12 @@ def read_manifest(manifest: Path) -> list[CXRRecord]:
         question, answer = _text(row, "question"), _text(row, "answer")
         if not (findings or impression or question):
             raise BadInputError(manifest, f"row {number} has no report, findings, impression or question")
+        labels = row_labels(row, manifest) or {}
+        unknown = sorted(set(labels) - set(CHEXPERT_14))
+        if unknown:
+            raise BadInputError(
+                manifest, f"row {number}: {unknown} are not CheXpert-14 names", f"use {CHEXPERT_14}"
+            )
         records.append(
             CXRRecord(
                 image_id=entry.image_id,
@@ -66,6 +75,7 @@ def read_manifest(manifest: Path) -> list[CXRRecord]:
                 study_date=_text(row, "study_date") or None,
                 findings=findings,
                 impression=impression,
+                labels=labels,
                 qa=[QA(question, answer, kind="manifest")] if question and answer else [],
                 split=_text(row, "split") or None,
                 source="manifest",

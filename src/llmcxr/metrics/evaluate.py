@@ -34,13 +34,13 @@ from llmcxr.metrics.prediction_files import (
     pair_by_id,
     read_rows,
     report_text,
-    row_labels,
     rows_by_id,
 )
 from llmcxr.metrics.radgraph import RadGraphModel, radgraph_f1
 from llmcxr.metrics.vqa import vqa_accuracy
 from llmcxr.records import QA, CXRRecord
 from llmcxr.reports import Labeler, RuleLabeler
+from llmcxr.tables import row_labels
 
 
 def evaluate_report_files(
@@ -347,27 +347,20 @@ def train_classifier_on_world(
 
 def manifest_classifier_records(manifest: str | Path, validate_fraction: float = 0.1) -> list[CXRRecord]:
     """A manifest's CXRs (``llmcxr.datasets.manifest``: your real images) labelled for the finding
-    classifier: a row's ``labels`` column (JSON object of CheXpert name -> 1/0/-1), else the rule-based
-    labeler on its report. Rows without a ``split`` are split by patient (else image id):
-    ``validate_fraction`` of them, chosen by a hash, hold out for the validation AUROC."""
+    classifier: a row's ``labels`` column where it has one, else the rule-based labeler on its report.
+    Rows without a ``split`` are split by patient (else image id): ``validate_fraction`` of them,
+    chosen by a hash, hold out for the validation AUROC."""
     import hashlib
 
     from llmcxr.datasets.manifest import read_manifest
-    from llmcxr.findings import CHEXPERT_14
 
-    manifest = Path(manifest)
-    records = read_manifest(manifest)
-    labeler = RuleLabeler()
-    for number, (record, row) in enumerate(zip(records, read_rows(manifest), strict=True), start=1):
-        given = row_labels(row, manifest)
-        if given is None:
-            given = label_reports(labeler, [record.report])[0]
-        unknown = sorted(set(given) - set(CHEXPERT_14))
-        if unknown:
-            raise BadInputError(
-                manifest, f"row {number}: {unknown} are not CheXpert-14 names", f"use {CHEXPERT_14}"
-            )
-        record.labels = given
+    records = read_manifest(Path(manifest))
+    unlabelled = [record for record in records if not record.labels]
+    for record, labels in zip(
+        unlabelled, label_reports(RuleLabeler(), [r.report for r in unlabelled]), strict=True
+    ):
+        record.labels = labels
+    for record in records:
         if record.split is None:
             key = (record.patient_id or record.image_id).encode()
             held_out = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < validate_fraction

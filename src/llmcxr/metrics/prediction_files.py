@@ -9,7 +9,6 @@ row and what to change.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,18 +86,3 @@ def report_text(row: Row, path: str | Path) -> str:
         path,
         f"no report column (one of {list(TEXT_COLUMNS)} or findings/impression); columns are {sorted(row)}",
     )
-
-
-def row_labels(row: Row, path: str | Path) -> dict[str, int] | None:
-    """A row's ``labels`` (dict or JSON text) as {CheXpert name: int}, or None where the row has none."""
-    value = row.get("labels")
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise BadInputError(path, f"labels {value[:40]!r} is not a JSON object") from None
-    if not isinstance(value, dict):
-        raise BadInputError(path, "labels must be an object of finding name -> 1/0/-1")
-    return {str(k): int(v) for k, v in value.items() if v is not None and v != ""}
