@@ -256,6 +256,9 @@ def test_train_image_codes_are_encoded_once_for_every_run_folder(
     assert second["report_to_cxr"]["systems"]["mode_token_map"]["distribution"]["fid"] >= 0.0
     (Path(train[0].image_path)).touch()  # an image changed: its codes are no longer trusted
     assert train_tokens_cache(model_dir / "vq", train) != cache
+    touched = train_tokens_cache(model_dir / "vq", train)
+    next(p for p in (model_dir / "vq").iterdir() if p.suffix == ".safetensors").touch()  # so did the VQ-GAN
+    assert train_tokens_cache(model_dir / "vq", train) != touched
 
 
 def test_classifier_trained_and_cached_when_none_given(model_dir, world, tmp_path) -> None:

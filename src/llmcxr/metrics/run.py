@@ -448,14 +448,16 @@ def cache_dir() -> Path:
 
 
 def train_tokens_cache(vq_folder: Path, train: Sequence[CXRRecord]) -> Path:
-    """The cache file of the training images' VQ codes. Keyed by the VQ-GAN's files and each image's
-    path, size and modification time, so every eval run with this VQ-GAN on these images (any LM,
-    any output folder, a validation sweep) encodes them once."""
-    key = hashlib.sha256(file_sha256(sorted(p for p in Path(vq_folder).iterdir() if p.is_file())).encode())
-    for record in train:
-        path = Path(record.image_path).resolve()
+    """The cache file of the training images' VQ codes. Keyed by each VQ-GAN file and each image:
+    path, size and modification time (not contents: the run identity has hashed the VQ weights
+    already), so every eval run with this VQ-GAN on these images (any LM, any output folder, a
+    validation sweep) encodes them once, and a changed file is never trusted."""
+    key = hashlib.sha256()
+    files = sorted(p for p in Path(vq_folder).iterdir() if p.is_file())
+    for name, path in [(p.name, p) for p in files] + [(r.image_id, Path(r.image_path)) for r in train]:
+        path = path.resolve()
         stat = path.stat()
-        key.update(f"{record.image_id}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        key.update(f"{name}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return cache_dir() / "train-tokens" / f"{key.hexdigest()}.safetensors"
 
 
