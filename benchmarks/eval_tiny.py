@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _repo import REPO, shown
+from _repo import REPO, llmcxr, shown
 
 RESULT = REPO / "benchmarks" / "results" / "eval_tiny.json"
 # Settings tried on the first VALIDATION_ITEMS items of the *validation* split; the test run uses the
@@ -36,12 +34,6 @@ IMAGE_SWEEP = [
 ]
 REPORT_SWEEP = [1.0, 1.5, 2.0, 3.0]
 VALIDATION_ITEMS = 300  # the whole validation split: sampled settings vary by ~0.01 from seed to seed
-
-
-def llmcxr(*args: str) -> None:
-    command = [sys.executable, "-m", "llmcxr.cli", *args]
-    print("$ llmcxr " + " ".join(args), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
 
 
 def trained_with_image_dropout(model: Path) -> bool:

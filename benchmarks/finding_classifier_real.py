@@ -19,12 +19,11 @@ import argparse
 import csv
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _repo import REPO, shown
+from _repo import REPO, llmcxr, shown
 
 from llmcxr.atomic import write_json
 
@@ -83,9 +82,8 @@ def main() -> None:
         *("eval", "train-classifier", "--manifest", str(manifest), "--out", str(classifier)),
         *("--size", str(args.size), "--steps", str(args.steps)),
     ]
-    print("$ llmcxr " + " ".join(command), flush=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "llmcxr.cli", *command], check=True, cwd=REPO)
+    llmcxr(*command)
     summary = json.loads((classifier / "train_summary.json").read_text())
     write_json(
         args.out,

@@ -30,14 +30,12 @@ import argparse
 import hashlib
 import json
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _repo import REPO, shown
+from _repo import REPO, llmcxr, shown
 
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
@@ -127,10 +125,8 @@ def main() -> None:
 
     if not (args.world / "world.json").is_file():
         # The world the shipped model was trained on (its validation and test splits were not).
-        command = [sys.executable, "-m", "llmcxr.cli", "data", "synth", "--n", "3000", "--size", "64",
-                   "--seed", "0", "--reports", "templates", "--out", str(args.world), "--workers", "2"]  # fmt: skip
-        print("$ " + " ".join(command[2:]), flush=True)
-        subprocess.run(command, check=True, cwd=REPO)
+        llmcxr("data", "synth", "--n", "3000", "--size", "64", "--seed", "0", "--reports", "templates",
+               "--out", str(args.world), "--workers", "2")  # fmt: skip
     records = read_synthetic_world(args.world)
     chosen = [r for r in records if r.split == args.split][: args.records]
     if not chosen:
