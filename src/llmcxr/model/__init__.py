@@ -1,6 +1,7 @@
-"""Causal language models with image tokens: vocabulary, the self-describing folder, from-scratch models."""
+"""Causal language models with image tokens: vocabulary, the self-describing folder, from-scratch models, growth."""
 
 from llmcxr.model.folder import LLMCXRFolder, load_llmcxr_folder, save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import ScratchConfig, build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
 
@@ -11,6 +12,7 @@ __all__ = [
     "ScratchConfig",
     "add_cxr_tokens",
     "build_scratch_model",
+    "grow_layers",
     "load_llmcxr_folder",
     "resize_for_tokenizer",
     "save_llmcxr_folder",

@@ -25,6 +25,9 @@ class ModelSpec:
     )
     scratch: ScratchConfig | None = None  # used when base is None: BPE tokenizer + small GPT-NeoX
     attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2" (packing works with all three)
+    # Deepen the base to this many decoder layers before training, without changing what it computes
+    # at step 0 (llmcxr.model.grow): a model that has stopped improving trains on with more depth.
+    grow_layers: int | None = None
 
 
 @dataclass
@@ -120,6 +123,10 @@ class TrainRecipe:
                 )
         if self.model.base is None and self.model.scratch is None:
             raise BadInputError("recipe", "model needs `base` (an LM folder) or `scratch` (a config)")
+        if self.model.grow_layers is not None and self.model.base is None:
+            raise BadInputError(
+                "recipe", "model.grow_layers deepens a trained `base`", "set scratch.num_layers instead"
+            )
         for name in ("unconditional_fraction", "unconditional_report_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise BadInputError("recipe", f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -41,6 +41,7 @@ from llmcxr.model.folder import (
     staged_folder,
     write_llmcxr_files,
 )
+from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
 from llmcxr.prompt.dolly import CONTROL_TOKENS, INTRO_BLURB
@@ -167,6 +168,8 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
             recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
         )
         resize_for_tokenizer(model, tokenizer, old_size, seed=recipe.seed)
+        if recipe.model.grow_layers is not None:
+            grow_layers(model, recipe.model.grow_layers)
     else:
         model = build_scratch_model(recipe.model.scratch, len(tokenizer))
         model.config._attn_implementation = recipe.model.attn_implementation
