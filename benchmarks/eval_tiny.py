@@ -32,7 +32,10 @@ IMAGE_SWEEP = [
     ("top-p", 3.0, 1),
     ("top-p", 3.0, 4),
 ]
-REPORT_SWEEP = [1.0, 1.5, 2.0, 3.0]
+REPORT_SWEEP = [1.0, 1.5, 2.0, 3.0]  # greedy reports, by guidance scale
+# Then, at the best of those scales: each report the best of k top-p drafts by the model's own
+# log p(image | report) (``LLMCXR.report(..., candidates=k)``).
+REPORT_CANDIDATES = [4, 8]
 VALIDATION_ITEMS = 300  # the whole validation split: sampled settings vary by ~0.01 from seed to seed
 
 
@@ -93,8 +96,25 @@ def main() -> None:
             **validate,
         )
         f1 = run_evaluation(tried)["headline"]["cxr_to_report"]["micro_f1_14"]
-        report_sweep[str(report_scale)] = round(f1, 4)
-    report_scale = float(max(report_sweep, key=report_sweep.get)) if report_sweep else 1.0
+        report_sweep[f"greedy {report_scale} 1"] = round(f1, 4)
+    report_scale = float(max(report_sweep, key=report_sweep.get).split()[1]) if report_sweep else 1.0
+    for report_candidates in [] if args.no_sweep else REPORT_CANDIDATES:
+        tried = EvalRunConfig(
+            model=args.model,
+            out=args.out.with_name(
+                f"{args.out.name}-validate-report-{report_scale}-best-of-{report_candidates}"
+            ),
+            tasks=("report",),
+            report_guidance_scale=report_scale,
+            report_sampling="top-p",
+            report_candidates=report_candidates,
+            **validate,
+        )
+        f1 = run_evaluation(tried)["headline"]["cxr_to_report"]["micro_f1_14"]
+        report_sweep[f"top-p {report_scale} {report_candidates}"] = round(f1, 4)
+    report_sampling, _, report_candidates = (
+        max(report_sweep, key=report_sweep.get).split() if report_sweep else ("greedy", "1.0", "1")
+    )
     swept = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -108,6 +128,8 @@ def main() -> None:
         image_sampling=sampling,
         image_candidates=int(candidates),
         report_guidance_scale=report_scale,
+        report_sampling=report_sampling,
+        report_candidates=int(report_candidates),
     )
     result = run_evaluation(config)
     wall = time.perf_counter() - started
@@ -117,14 +139,16 @@ def main() -> None:
         f"--data {shown(args.world)} "
         f"--split test --classifier ... --image-sampling {sampling} --guidance-scale {scale} "
         f"--image-candidates {candidates} "
-        f"--report-guidance-scale {report_scale})",
+        f"--report-guidance-scale {report_scale} --report-sampling {report_sampling} "
+        f"--report-candidates {report_candidates})",
         "validation_sweep": {
             "what": f"first {VALIDATION_ITEMS} validation items: report -> CXR macro-AUROC (drawn findings) "
-            "by image sampling, guidance and candidates (best of k); CXR -> report micro-F1-14 by report guidance",
+            "by image sampling, guidance and candidates (best of k); CXR -> report micro-F1-14 by report "
+            "sampling, guidance and candidates (best of k)",
             "report_to_cxr": sweep,
             "chosen": f"{sampling} {scale}, best of {candidates}",
             "cxr_to_report": report_sweep,
-            "chosen_report_guidance": report_scale,
+            "chosen_report": f"{report_sampling} {report_scale}, best of {report_candidates}",
             "wall_s": round(swept, 1),
         },
         "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU, 1 torch thread, fp32",

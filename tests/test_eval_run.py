@@ -13,7 +13,7 @@ from _tiny_lm import tiny_llmcxr_folder
 from llmcxr.cli import app
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.errors import BadInputError
-from llmcxr.generation import LLMCXR
+from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.metrics.evaluate import evaluate_report_baselines, train_classifier_on_world
 from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
 from llmcxr.metrics.run import (
@@ -239,6 +239,39 @@ def test_best_of_k_images_are_the_api_best_of_k_draws(model_dir, world, classifi
         run_evaluation(config(model_dir, world, out, **(change | dict(image_candidates=3))), False)
 
 
+def test_best_of_k_reports_are_the_api_best_of_k_drafts(model_dir, world, classifier, tmp_path) -> None:
+    """report_candidates k: item i's report is ``LLMCXR.report(..., candidates=k)`` with seed + i; answers
+    stay greedy (report_sampling overrides text_sampling for reports only); runs made without the setting
+    keep their identity, a changed k is refused."""
+    out = tmp_path / "run"
+    change = dict(
+        classifier=classifier,
+        tasks=("report",),
+        limit=3,
+        report_sampling="top-p",
+        report_candidates=2,
+        batch_size=4,
+    )
+    result = run_evaluation(config(model_dir, world, out, **change), False)
+    task = result["cxr_to_report"]
+    assert (task["sampling"], task["candidates"]) == ("top-p", 2)
+    assert "best of 2 top-p drafts" in (out / "eval.md").read_text()
+    llm = LLMCXR.from_pretrained(model_dir, device="cpu")
+    test = [r for r in read_synthetic_world(world) if r.split == "test"][:3]
+    rows = {row["image_id"]: row["report"] for row in map(json.loads, (out / "reports.jsonl").open())}
+    for i, record in enumerate(test):
+        sampling = SamplingConfig(top_p=0.92, max_new_tokens=10, seed=i)
+        again = llm.report(record.image_path, sampling=sampling, candidates=2)
+        assert rows[record.image_id] == again.text
+    saved = json.loads((out / "eval_config.json").read_text())["identity"]
+    assert (saved["report_sampling"], saved["report_candidates"]) == ("top-p", 2)
+    with pytest.raises(BadInputError, match="report_candidates: 2 -> 3"):
+        run_evaluation(config(model_dir, world, out, **(change | dict(report_candidates=3))), False)
+    plain = tmp_path / "plain"
+    run_evaluation(config(model_dir, world, plain, classifier=classifier, tasks=("report",), limit=2), False)
+    assert "report_candidates" not in json.loads((plain / "eval_config.json").read_text())["identity"]
+
+
 def test_train_image_codes_are_encoded_once_for_every_run_folder(
     model_dir, world, classifier, tmp_path, monkeypatch
 ) -> None:
@@ -282,7 +315,9 @@ def test_bad_inputs_are_clear_errors(model_dir, world, tmp_path) -> None:
         run_evaluation(config(model_dir, world, tmp_path / "a", split="nowhere"), False)
     with pytest.raises(BadInputError, match="image_candidates"):
         run_evaluation(config(model_dir, world, tmp_path / "a", image_candidates=0), False)
-    with pytest.raises(BadInputError, match="greedy draws are all one image"):
+    with pytest.raises(BadInputError, match="report_candidates"):
+        run_evaluation(config(model_dir, world, tmp_path / "a", report_candidates=2), False)  # greedy reports
+    with pytest.raises(BadInputError, match="greedy draws are all the same"):
         run_evaluation(
             config(model_dir, world, tmp_path / "a", image_candidates=2, image_sampling="greedy"), False
         )

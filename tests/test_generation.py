@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from llmcxr.generation import (
     ImageTokenConstraint,
     SamplingConfig,
     TextOnlyConstraint,
+    TextResult,
     decode,
     guide,
     unconditional_parts,
@@ -265,6 +267,59 @@ def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm, monkeypatch):
         llm.generate_image(REPORTS[0], candidates=2, sampling=SamplingConfig(do_sample=False))
 
 
+def test_image_log_likelihood_is_the_teacher_forced_loss_of_the_image(llm):
+    codes = np.random.default_rng(1).integers(0, llm.image_tokens.codebook_size, (3, 4, 4))
+    scores = llm.image_log_likelihood(codes, REPORTS, batch_size=2)  # padded rows of unequal length
+    for code, report, score in zip(codes, REPORTS, scores, strict=True):
+        parts = PromptParts(IMAGE_GENERATION[0], report, IMAGE_PLACEHOLDER)
+        example = encode_parts(parts, llm.tokenizer, llm.image_tokens, code, "response")
+        labels = torch.tensor([example.labels])
+        scored = int((labels[0, 1:] != IGNORE_INDEX).sum())
+        assert scored > llm.image_tokens.block_length  # the image block, then the tokens closing it
+        with torch.no_grad():
+            loss = llm.model(torch.tensor([example.input_ids]), labels=labels).loss
+        assert score == pytest.approx(-loss.item() * scored, rel=1e-4)
+
+
+def test_best_of_k_reports_keep_the_draft_that_best_explains_the_image(llm, cxr_files, monkeypatch):
+    k, sampling = 3, SamplingConfig(max_new_tokens=12, seed=5)
+    chosen = llm.report(cxr_files[:2], sampling=sampling, candidates=k, batch_size=4, guidance_scale=1.5)
+    codes = llm.encode_images(cxr_files[:2])
+    for row, result in enumerate(chosen):
+        row_seed = sampling.seed + row
+        drafts = [  # draft c of a row is the plain report sampled with seed row_seed * k + c
+            llm.report(
+                cxr_files[row], sampling=replace(sampling, seed=row_seed * k + c), guidance_scale=1.5
+            ).text
+            for c in range(k)
+        ]
+        assert len(set(drafts)) > 1
+        scores = np.where(
+            [bool(d) for d in drafts], llm.image_log_likelihood(np.stack([codes[row]] * k), drafts), -np.inf
+        )
+        assert result.text == drafts[int(scores.argmax())]
+        assert result.image_log_likelihood == pytest.approx(scores.max(), rel=1e-4)
+        assert result.candidates == k
+        again = llm.report(
+            cxr_files[row], sampling=replace(sampling, seed=row_seed), candidates=k, guidance_scale=1.5
+        )
+        assert again.text == result.text  # a row redraws alone
+    # Empty drafts are never scored (nothing to explain the image with); all empty: the first, unscored.
+    monkeypatch.setattr(
+        generation_api.LLMCXR,
+        "_text_results",
+        lambda self, out, parts, timings: [TextResult("", p, True, timings) for p in parts],
+    )
+    monkeypatch.setattr(llm, "image_log_likelihood", lambda *a, **kw: pytest.fail("scored an empty draft"))
+    empty = llm.report(cxr_files[0], sampling=sampling, candidates=k)
+    assert empty.text == "" and empty.image_log_likelihood is None and empty.candidates == k
+    monkeypatch.undo()
+    with pytest.raises(BadInputError, match="candidates"):
+        llm.report(cxr_files[0], candidates=0)
+    with pytest.raises(BadInputError, match="greedy"):
+        llm.report(cxr_files[0], candidates=2, sampling=GREEDY)
+
+
 def test_guidance_math_and_scale_one_equals_unguided(llm):
     cond, uncond = torch.randn(2, 50), torch.randn(2, 50)
     assert torch.allclose(guide(cond, uncond, 0.0), torch.log_softmax(uncond, -1))
@@ -342,6 +397,11 @@ def test_cli_commands(model_folder, cxr_files, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["source"] for r in rows] == list(map(str, cxr_files)) and all("text" in r for r in rows)
+    one = ["report", str(cxr_files[0]), "--model", str(model_folder), "--json", "--max-new-tokens", "8"]
+    result = runner.invoke(app, [*one, "--candidates", "3"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["candidates"] == 3 and (row["image_log_likelihood"] is None) == (row["text"] == "")
 
     out = tmp_path / "drawn.png"
     args = ["image", "Small left pleural effusion.", "--model", str(model_folder), "-o", str(out)]

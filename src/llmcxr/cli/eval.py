@@ -271,6 +271,12 @@ def run(
     seed: int = typer.Option(0, help="Item i of the split samples with seed + i."),
     tasks: str = typer.Option("report,image,vqa", help="Comma-separated tasks to run."),
     text_sampling: str = typer.Option("greedy", help="Reports and answers: greedy or top-p."),
+    report_sampling: str | None = typer.Option(
+        None, help="Reports only (overrides --text-sampling): greedy or top-p."
+    ),
+    report_candidates: int = typer.Option(
+        1, help="Each report the best of this many top-p drafts by the model's own log p(image | report)."
+    ),
     image_sampling: str = typer.Option("top-p", help="Image tokens: top-p (LLM-CXR) or greedy."),
     image_candidates: int = typer.Option(
         1, help="Each image the best of this many top-p draws by the model's own log p(report | image)."
@@ -304,6 +310,8 @@ def run(
         seed=seed,
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
         text_sampling=text_sampling,
+        report_sampling=report_sampling,
+        report_candidates=report_candidates,
         image_sampling=image_sampling,
         image_candidates=image_candidates,
         max_report_tokens=max_report_tokens,

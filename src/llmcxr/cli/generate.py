@@ -75,6 +75,8 @@ def _print_text(results, sources: list[str], as_json: bool) -> None:
     for source, result in zip(sources, results, strict=True):
         if as_json:
             row = {"source": source, "text": result.text, "stopped": result.stopped}
+            if result.candidates > 1:
+                row |= {"candidates": result.candidates, "image_log_likelihood": result.image_log_likelihood}
             row["seconds"] = round(result.timings.total_s / result.timings.batch_size, 4)
             typer.echo(json.dumps(row))
         elif len(sources) > 1:
@@ -106,13 +108,20 @@ def report(
         help="Classifier-free guidance against no image (1 = none; needs a model trained with "
         "unconditional_report_fraction > 0).",
     ),
+    candidates: int = typer.Option(
+        1,
+        help="Keep the best of this many sampled drafts per image: the one under which the model finds "
+        "the image most likely.",
+    ),
 ) -> None:
     """Write a radiology report for each chest X-ray."""
     _check_images(images)
     llm = _load(model, device, dtype, threads)
     sampling = _sampling(greedy, seed, top_p, temperature, max_new_tokens)
     with _progress(len(images), "reports", not as_json) as progress:
-        results = llm.report(list(images), instruction, sampling, batch_size, progress, guidance_scale)
+        results = llm.report(
+            list(images), instruction, sampling, batch_size, progress, guidance_scale, candidates
+        )
     _print_text(results, [str(p) for p in images], as_json)
 
 

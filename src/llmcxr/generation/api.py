@@ -68,7 +68,7 @@ class Timings:
     prefill_s: float = 0.0  # prompt forward pass
     decode_s: float = 0.0  # one-token steps
     render_s: float = 0.0  # VQ-GAN decoding of image tokens to pixels
-    rerank_s: float = 0.0  # scoring candidate images by their report's likelihood (candidates > 1)
+    rerank_s: float = 0.0  # scoring candidates: images by their report's likelihood, reports by their image's
     new_tokens: int = 0  # tokens generated in the batch, stop tokens included
 
     @property
@@ -84,6 +84,8 @@ class TextResult:
     prompt: PromptParts  # what was asked (``<image>`` where the CXR's tokens went)
     stopped: bool  # ended with ``### End``; False = cut at max_new_tokens
     timings: Timings
+    candidates: int = 1  # drafts it was chosen from (reports)
+    image_log_likelihood: float | None = None  # log p(image | report) that chose it (candidates > 1)
 
 
 @dataclass
@@ -198,6 +200,24 @@ class LLMCXR:
         ]
         return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
 
+    def image_log_likelihood(
+        self,
+        image_tokens: np.ndarray,
+        reports: Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """log p(image | report) for each pair: how likely the model's report -> CXR direction finds the
+        image with VQ codes ``image_tokens[i]`` (and the ``### End`` after it) as the picture of
+        ``reports[i]``. The reverse of ``report_log_likelihood``."""
+        codes = np.asarray(image_tokens).reshape(len(reports), -1)
+        parts = [PromptParts(instruction or IMAGE_GENERATION[0], r, IMAGE_PLACEHOLDER) for r in reports]
+        examples = [
+            encode_parts(p, self.tokenizer, self.image_tokens, c, "response")
+            for p, c in zip(parts, codes, strict=True)
+        ]
+        return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
+
     def _text(
         self,
         prompts: list[list[int]],
@@ -229,25 +249,55 @@ class LLMCXR:
         batch_size: int,
         progress: Progress | None,
         guidance_scale: float = 1.0,
+        candidates: int = 1,
     ) -> list[TextResult]:
+        """Row i samples with seed ``sampling.seed + i``; with k candidates, its draft c with seed
+        ``(sampling.seed + i) * k + c`` and the best draft by ``_best_reports`` is kept."""
         sampling = sampling or SamplingConfig()
         results: list[TextResult] = []
-        for rows in _chunks(len(parts), batch_size):
+        for rows in _chunks(len(parts), max(1, batch_size // candidates)):
             start = time.perf_counter()
             codes = self.encode_images([images[i] for i in rows]) if images is not None else None
-            prompts = [
-                self.prompt_ids(parts[i], None if codes is None else codes[k]) for k, i in enumerate(rows)
-            ]
+            draws = [
+                k for k in range(len(rows)) for _ in range(candidates)
+            ]  # the row (in rows) of each draft
+            prompts = [self.prompt_ids(parts[rows[k]], None if codes is None else codes[k]) for k in draws]
             guidance = None
             if guidance_scale != 1.0:  # each row's twin: its instruction with no image
-                twins = [self.prompt_ids(unconditional_parts(parts[i].instruction)) for i in rows]
+                twins = [self.prompt_ids(unconditional_parts(parts[rows[k]].instruction)) for k in draws]
                 guidance = Guidance(twins, guidance_scale)
             timings = Timings(len(rows), prepare_s=time.perf_counter() - start)
-            out = self._text(prompts, sampling, [sampling.seed + i for i in rows], guidance)
-            results += self._text_results(out, [parts[i] for i in rows], timings)
+            seeds = [(sampling.seed + i) * candidates + c for i in rows for c in range(candidates)]
+            out = self._text(prompts, sampling, seeds, guidance)
+            drafts = self._text_results(out, [parts[rows[k]] for k in draws], timings)
+            if candidates > 1:
+                start = time.perf_counter()
+                drafts = self._best_reports(drafts, codes, candidates)
+                timings.rerank_s = time.perf_counter() - start
+            results += drafts
             if progress is not None:
                 progress(len(rows))
         return results
+
+    def _best_reports(self, drafts: list[TextResult], codes: np.ndarray, candidates: int) -> list[TextResult]:
+        """rows * k drafts -> each row's draft under which the model finds its image most likely
+        (log p(image | report)). Empty drafts are not scored; a row with only empty drafts keeps its first."""
+        scores = np.full(len(drafts), -np.inf)
+        scored = [d for d, draft in enumerate(drafts) if draft.text]
+        if scored:
+            scores[scored] = self.image_log_likelihood(
+                codes[[d // candidates for d in scored]], [drafts[d].text for d in scored]
+            )
+        scores = scores.reshape(-1, candidates)
+        best = scores.argmax(axis=1)
+        return [
+            replace(
+                drafts[row * candidates + b],
+                candidates=candidates,
+                image_log_likelihood=float(scores[row, b]) if np.isfinite(scores[row, b]) else None,
+            )
+            for row, b in enumerate(best)
+        ]
 
     # --- the four tasks -----------------------------------------------------------------------
 
@@ -259,13 +309,26 @@ class LLMCXR:
         batch_size: int = 16,
         progress: Progress | None = None,
         guidance_scale: float = 1.0,
+        candidates: int = 1,
     ) -> TextResult | list[TextResult]:
         """CXR -> report. ``images``: one image source or a list of them.
 
         ``guidance_scale`` s > 1 applies classifier-free guidance against the same prompt with no
         image: words the image makes more likely than the average report get weight s. It needs a
         model trained with ``unconditional_report_fraction`` > 0 (otherwise the no-image prompt is
-        one it never saw)."""
+        one it never saw).
+
+        ``candidates`` k > 1 samples k drafts per image and keeps the one under which the model's own
+        report -> CXR direction finds the image most likely (``image_log_likelihood``): a draft that
+        leaves out a finding the image shows explains the image worse. The mirror of
+        ``generate_image(..., candidates=k)``; it needs sampling and costs about k times the time."""
+        sampling = sampling or SamplingConfig()
+        if candidates < 1:
+            raise BadInputError("candidates", f"must be at least 1, got {candidates}")
+        if candidates > 1 and not sampling.do_sample:
+            raise BadInputError(
+                "candidates", f"{candidates} greedy drafts are all the same report", "sample (top-p) instead"
+            )
         if (
             guidance_scale != 1.0
             and self.train_config
@@ -278,7 +341,7 @@ class LLMCXR:
             )
         items, single = _as_list(images)
         parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER) for _ in items]
-        results = self._run_text(parts, items, sampling, batch_size, progress, guidance_scale)
+        results = self._run_text(parts, items, sampling, batch_size, progress, guidance_scale, candidates)
         return results[0] if single else results
 
     def answer(

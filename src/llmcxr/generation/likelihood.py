@@ -2,7 +2,9 @@
 
 One model both reads and draws CXRs, so each direction can check the other: an image drawn for a
 report is more faithful when the reading direction finds that report likely given the image
-(``LLMCXR.generate_image(..., candidates=k)`` keeps the best of k draws by it).
+(``LLMCXR.generate_image(..., candidates=k)`` keeps the best of k draws by it), and a report written
+for an image when the drawing direction finds that image likely given the report
+(``LLMCXR.report(..., candidates=k)``).
 """
 
 from __future__ import annotations

@@ -100,7 +100,12 @@ def render_markdown(result: dict) -> str:
         ]
         out += [
             f"## CXR -> report ({task['n']} images, guidance scale {task.get('guidance_scale', 1.0)}, "
-            f"{task['stopped_at_end']} reports ended with ### End)",
+            + (
+                f"best of {task['candidates']} {task['sampling']} drafts, "
+                if task.get("candidates", 1) > 1
+                else ""
+            )
+            + f"{task['stopped_at_end']} reports ended with ### End)",
             "",
             _table(
                 [

@@ -103,6 +103,9 @@ GENERATION_KEYS = (
     "max_answer_tokens",
     "classifier_steps",
 )
+# Generation settings added later, in the identity only when not at their default: run folders made
+# before they existed still resume.
+LATER_GENERATION_KEYS = {"report_sampling": None, "report_candidates": 1}
 # Baselines that read the images through a network trained on the world's labels: retrieval by a
 # supervised classifier's features is close to that classifier itself, a much stronger reference
 # than "a model that learned nothing"; the headline gives the margin over the others as well.
@@ -140,6 +143,10 @@ class EvalRunConfig:
     tasks: tuple[str, ...] = TASKS
     text_sampling: str = "greedy"
     """Reports and VQA answers: "greedy" or "top-p"."""
+    report_sampling: str | None = None
+    """Reports only, overriding ``text_sampling`` for them: "greedy" or "top-p"."""
+    report_candidates: int = 1
+    """Each report the best of this many drafts by the model's own log p(image | report) (top-p only)."""
     image_sampling: str = "top-p"
     """Image tokens: "top-p" (LLM-CXR) or "greedy"."""
     image_candidates: int = 1
@@ -166,22 +173,35 @@ class EvalRunConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise BadInputError("tasks", f"unknown or no tasks {list(self.tasks)}", f"choose from {TASKS}")
-        for name in ("text_sampling", "image_sampling"):
-            if getattr(self, name) not in SAMPLING_CHOICES:
-                raise BadInputError(name, f"{getattr(self, name)!r} is not one of {SAMPLING_CHOICES}")
-        if self.image_candidates < 1:
-            raise BadInputError("image_candidates", f"must be at least 1, got {self.image_candidates}")
-        if self.image_candidates > 1 and self.image_sampling != "top-p":
-            raise BadInputError(
-                "image_candidates",
-                "best-of-k needs sampled draws (greedy draws are all one image)",
-                "use image_sampling top-p",
-            )
+        for name, value in (
+            ("text_sampling", self.text_sampling),
+            ("image_sampling", self.image_sampling),
+            ("report_sampling", self.reports_sampled),
+        ):
+            if value not in SAMPLING_CHOICES:
+                raise BadInputError(name, f"{value!r} is not one of {SAMPLING_CHOICES}")
+        for name, sampling in (
+            ("image_candidates", self.image_sampling),
+            ("report_candidates", self.reports_sampled),
+        ):
+            if getattr(self, name) < 1:
+                raise BadInputError(name, f"must be at least 1, got {getattr(self, name)}")
+            if getattr(self, name) > 1 and sampling != "top-p":
+                raise BadInputError(
+                    name,
+                    "best-of-k needs sampled draws (greedy draws are all the same)",
+                    f"use {name.split('_')[0]}_sampling top-p",
+                )
         if self.batch_size < 1:
             raise BadInputError("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise BadInputError("limit", f"must be at least 1, got {self.limit}")
         LabelConvention(self.uncertain)  # raises on a bad value
+
+    @property
+    def reports_sampled(self) -> str:
+        """How reports are drawn: ``report_sampling``, else ``text_sampling``."""
+        return self.report_sampling or self.text_sampling
 
 
 # --- small pieces -------------------------------------------------------------------------------
@@ -358,12 +378,13 @@ def generate_reports(
     advance(len(items) - len(todo))
     for batch in contiguous_batches(todo, config.batch_size):
         started = time.perf_counter()
-        sampling = _sampling(config, config.text_sampling, config.max_report_tokens, config.seed + batch[0])
+        sampling = _sampling(config, config.reports_sampled, config.max_report_tokens, config.seed + batch[0])
         results = llm.report(
             [items[i].image_path for i in batch],
             sampling=sampling,
-            batch_size=len(batch),
+            batch_size=config.batch_size,  # drafts per forward pass: batch_size // k images at a time
             guidance_scale=config.report_guidance_scale,
+            candidates=config.report_candidates,
         )
         for i, result in zip(batch, results, strict=True):
             done[items[i].image_id] = {
@@ -777,6 +798,9 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
     world_summary = json.loads((Path(config.data) / "world.json").read_text(encoding="utf-8"))
     model_sha = file_sha256(model_weights(model_dir))
     identity = {k: to_dict(config)[k] for k in GENERATION_KEYS}
+    identity |= {
+        k: getattr(config, k) for k, default in LATER_GENERATION_KEYS.items() if getattr(config, k) != default
+    }
     identity["model_weights_sha256"] = model_sha
     identity["world"] = world_summary.get("config")
     if config.classifier is not None:  # scoring only: nothing generated here depends on it
@@ -860,6 +884,8 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
         if "report" in config.tasks:
             result["cxr_to_report"] = {
                 "guidance_scale": config.report_guidance_scale,
+                "sampling": config.reports_sampled,
+                "candidates": config.report_candidates,
                 **score_report_task(
                     items, train, folder, classifier, labeler, convention, config.meteor, config.seed
                 ),
