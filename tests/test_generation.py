@@ -216,17 +216,27 @@ def test_sampling_is_seeded_per_row(llm):
     assert np.array_equal(again.image_tokens, a[2].image_tokens)
 
 
-def test_report_log_likelihood_is_the_teacher_forced_loss_of_the_report(llm):
+@pytest.mark.parametrize("direction", ["report", "image"])
+def test_log_likelihoods_are_the_teacher_forced_loss_of_the_response(llm, direction):
+    """log p(report | image) and log p(image | report) against transformers' own loss."""
     codes = np.random.default_rng(0).integers(0, llm.image_tokens.codebook_size, (3, 4, 4))
-    scores = llm.report_log_likelihood(codes, REPORTS, batch_size=2)  # padded rows of unequal length
+    score_pairs = llm.report_log_likelihood if direction == "report" else llm.image_log_likelihood
+    scores = score_pairs(codes, REPORTS, batch_size=2)  # padded rows of unequal length
     for code, report, score in zip(codes, REPORTS, scores, strict=True):
-        parts = PromptParts(REPORT_GENERATION[0], IMAGE_PLACEHOLDER, report)
-        example = encode_parts(parts, llm.tokenizer, llm.image_tokens, code, "input")
+        if direction == "report":
+            parts, field = PromptParts(REPORT_GENERATION[0], IMAGE_PLACEHOLDER, report), "input"
+        else:
+            parts, field = PromptParts(IMAGE_GENERATION[0], report, IMAGE_PLACEHOLDER), "response"
+        example = encode_parts(parts, llm.tokenizer, llm.image_tokens, code, field)
         labels = torch.tensor([example.labels])
+        scored = int((labels[0, 1:] != IGNORE_INDEX).sum())
         with torch.no_grad():  # transformers' mean cross-entropy over the scored tokens, times their count
             loss = llm.model(torch.tensor([example.input_ids]), labels=labels).loss
-        assert score == pytest.approx(-loss.item() * int((labels[0, 1:] != IGNORE_INDEX).sum()), rel=1e-4)
-    assert scores[1] < scores[2]  # the longer report has more tokens to predict
+        assert score == pytest.approx(-loss.item() * scored, rel=1e-4)
+        if direction == "image":
+            assert scored > llm.image_tokens.block_length  # the image block, then the tokens closing it
+    if direction == "report":
+        assert scores[1] < scores[2]  # the longer report has more tokens to predict
 
 
 def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm, monkeypatch):
@@ -265,20 +275,6 @@ def test_best_of_k_keeps_the_draw_whose_report_is_most_likely(llm, monkeypatch):
         llm.generate_image(REPORTS[0], candidates=0)
     with pytest.raises(BadInputError, match="greedy"):
         llm.generate_image(REPORTS[0], candidates=2, sampling=SamplingConfig(do_sample=False))
-
-
-def test_image_log_likelihood_is_the_teacher_forced_loss_of_the_image(llm):
-    codes = np.random.default_rng(1).integers(0, llm.image_tokens.codebook_size, (3, 4, 4))
-    scores = llm.image_log_likelihood(codes, REPORTS, batch_size=2)  # padded rows of unequal length
-    for code, report, score in zip(codes, REPORTS, scores, strict=True):
-        parts = PromptParts(IMAGE_GENERATION[0], report, IMAGE_PLACEHOLDER)
-        example = encode_parts(parts, llm.tokenizer, llm.image_tokens, code, "response")
-        labels = torch.tensor([example.labels])
-        scored = int((labels[0, 1:] != IGNORE_INDEX).sum())
-        assert scored > llm.image_tokens.block_length  # the image block, then the tokens closing it
-        with torch.no_grad():
-            loss = llm.model(torch.tensor([example.input_ids]), labels=labels).loss
-        assert score == pytest.approx(-loss.item() * scored, rel=1e-4)
 
 
 def test_best_of_k_reports_keep_the_draft_that_best_explains_the_image(llm, cxr_files, monkeypatch):

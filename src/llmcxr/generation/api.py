@@ -192,13 +192,8 @@ class LLMCXR:
         """log p(report | image) for each pair: how likely the model's CXR -> report direction finds
         ``reports[i]`` (and the ``### End`` after it) as the report of the image with VQ codes
         ``image_tokens[i]`` ((B, g, g) or (B, tokens_per_image); ``encode_images`` gives them)."""
-        codes = np.asarray(image_tokens).reshape(len(reports), -1)
         parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER, r) for r in reports]
-        examples = [
-            encode_parts(p, self.tokenizer, self.image_tokens, c, "input")
-            for p, c in zip(parts, codes, strict=True)
-        ]
-        return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
+        return self._response_log_likelihood(parts, image_tokens, "input", batch_size)
 
     def image_log_likelihood(
         self,
@@ -210,10 +205,17 @@ class LLMCXR:
         """log p(image | report) for each pair: how likely the model's report -> CXR direction finds the
         image with VQ codes ``image_tokens[i]`` (and the ``### End`` after it) as the picture of
         ``reports[i]``. The reverse of ``report_log_likelihood``."""
-        codes = np.asarray(image_tokens).reshape(len(reports), -1)
         parts = [PromptParts(instruction or IMAGE_GENERATION[0], r, IMAGE_PLACEHOLDER) for r in reports]
+        return self._response_log_likelihood(parts, image_tokens, "response", batch_size)
+
+    def _response_log_likelihood(
+        self, parts: list[PromptParts], image_tokens: np.ndarray, image_field: str, batch_size: int
+    ) -> np.ndarray:
+        """Teacher-forced log p(response | prompt) of each of ``parts``, its ``<image>`` (in
+        ``image_field``) filled with the codes ``image_tokens[i]``."""
+        codes = np.asarray(image_tokens).reshape(len(parts), -1)
         examples = [
-            encode_parts(p, self.tokenizer, self.image_tokens, c, "response")
+            encode_parts(p, self.tokenizer, self.image_tokens, c, image_field)
             for p, c in zip(parts, codes, strict=True)
         ]
         return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
@@ -258,9 +260,8 @@ class LLMCXR:
         for rows in _chunks(len(parts), max(1, batch_size // candidates)):
             start = time.perf_counter()
             codes = self.encode_images([images[i] for i in rows]) if images is not None else None
-            draws = [
-                k for k in range(len(rows)) for _ in range(candidates)
-            ]  # the row (in rows) of each draft
+            # the row (its position in rows) each draft is for
+            draws = [k for k in range(len(rows)) for _ in range(candidates)]
             prompts = [self.prompt_ids(parts[rows[k]], None if codes is None else codes[k]) for k in draws]
             guidance = None
             if guidance_scale != 1.0:  # each row's twin: its instruction with no image
