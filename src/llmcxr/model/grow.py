@@ -7,9 +7,9 @@ so the grown model starts exactly where the base left off (Net2Net, Chen et al. 
 attention and MLP inputs start from trained weights rather than noise. New layers are spread
 evenly between the base layers.
 
-Works for the pre-norm decoder blocks of GPT-NeoX, Llama/Qwen/Mistral, GPT-2 and Phi; the result
-is checked on a probe sequence, so an architecture where zeroing these projections does not make
-a layer the identity is refused instead of silently changed.
+Tested on GPT-NeoX (parallel and serial residual), Llama and GPT-2 blocks. Every growth is checked on
+a probe sequence, so an architecture where zeroing these projections does not make a layer the
+identity is refused instead of silently changed.
 """
 
 from __future__ import annotations
