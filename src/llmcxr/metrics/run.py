@@ -180,17 +180,17 @@ class EvalRunConfig:
         ):
             if value not in SAMPLING_CHOICES:
                 raise BadInputError(name, f"{value!r} is not one of {SAMPLING_CHOICES}")
-        for name, sampling in (
-            ("image_candidates", self.image_sampling),
-            ("report_candidates", self.reports_sampled),
+        for name, candidates, sampling_name, sampling in (
+            ("image_candidates", self.image_candidates, "image_sampling", self.image_sampling),
+            ("report_candidates", self.report_candidates, "report_sampling", self.reports_sampled),
         ):
-            if getattr(self, name) < 1:
-                raise BadInputError(name, f"must be at least 1, got {getattr(self, name)}")
-            if getattr(self, name) > 1 and sampling != "top-p":
+            if candidates < 1:
+                raise BadInputError(name, f"must be at least 1, got {candidates}")
+            if candidates > 1 and sampling != "top-p":
                 raise BadInputError(
                     name,
                     "best-of-k needs sampled draws (greedy draws are all the same)",
-                    f"use {name.split('_')[0]}_sampling top-p",
+                    f"use {sampling_name} top-p",
                 )
         if self.batch_size < 1:
             raise BadInputError("batch_size", f"must be at least 1, got {self.batch_size}")
