@@ -78,13 +78,18 @@ def main() -> None:
         sampling = SamplingConfig(
             do_sample=kind == "draft", temperature=args.temperature, max_new_tokens=160, seed=1000 * (k or 0)
         )
-        reports = [r.text for r in llm.report(paths, sampling=sampling, guidance_scale=GUIDANCE, batch_size=32)]
+        reports = [
+            r.text for r in llm.report(paths, sampling=sampling, guidance_scale=GUIDANCE, batch_size=32)
+        ]
         if kind == "greedy":
             texts["greedy"] = reports
         else:
             texts["drafts"].append(reports)
         write_json(cache, texts)
-        print(f"{kind} {k if k is not None else ''} done after {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"{kind} {k if k is not None else ''} done after {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
     labeler, convention = RuleLabeler(), LabelConvention()
 
