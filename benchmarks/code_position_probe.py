@@ -29,8 +29,7 @@ from _repo import REPO
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
-from llmcxr.reports import RuleLabeler
+from llmcxr.metrics.clinical import chexpert_14_labels, precision_recall_f1
 from llmcxr.vq import TokenStore
 
 RUNS = REPO / "runs" / "e6"
@@ -101,9 +100,8 @@ def main() -> None:
             elif record.split == "train":
                 train_codes.append(store.get(record.image_id).reshape(-1))
                 train_reports.append(record.report)
-    labeler, convention = RuleLabeler(), LabelConvention()
-    train_targets = binarize_labels(label_reports(labeler, train_reports), CHEXPERT_14, convention)
-    test_targets = binarize_labels(label_reports(labeler, test_reports), CHEXPERT_14, convention)
+    train_targets = chexpert_14_labels(train_reports)
+    test_targets = chexpert_14_labels(test_reports)
 
     results = {}
     train_grid, test_grid = np.stack(train_codes), np.stack(test_codes)

@@ -15,15 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from _repo import REPO, shown
 
 from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
+from llmcxr.metrics.clinical import chexpert_14_labels, precision_recall_f1
 from llmcxr.metrics.intervals import item_resamples, report_f1_intervals
-from llmcxr.reports import RuleLabeler
 
 
 def main() -> None:
@@ -35,11 +33,6 @@ def main() -> None:
     args = parser.parse_args()
 
     items = [r for r in read_synthetic_world(args.world) if r.split == args.split]
-    labeler, convention = RuleLabeler(), LabelConvention()
-
-    def labels(reports: list[str]) -> np.ndarray:
-        return binarize_labels(label_reports(labeler, reports), CHEXPERT_14, convention)
-
     systems = {}
     for run in args.runs:
         lines = (run / "reports.jsonl").read_text(encoding="utf-8").splitlines()
@@ -47,9 +40,9 @@ def main() -> None:
         missing = [r.image_id for r in items if r.image_id not in generated]
         if missing:
             raise SystemExit(f"{run}: no report for {len(missing)} {args.split} items (first {missing[0]})")
-        systems[shown(run)] = labels([generated[r.image_id] for r in items])
+        systems[shown(run)] = chexpert_14_labels([generated[r.image_id] for r in items])
     first, second = systems
-    reference = labels([r.report for r in items])
+    reference = chexpert_14_labels([r.report for r in items])
     intervals = report_f1_intervals(reference, systems, item_resamples(len(items), seed=0), model=first)
     point = {
         name: precision_recall_f1(reference, p, CHEXPERT_14)["micro"]["f1"] for name, p in systems.items()

@@ -26,9 +26,8 @@ from llmcxr.atomic import write_json
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.findings import CHEXPERT_14
 from llmcxr.generation import LLMCXR, SamplingConfig
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
+from llmcxr.metrics.clinical import chexpert_14_labels, precision_recall_f1
 from llmcxr.metrics.intervals import item_resamples, report_f1_intervals
-from llmcxr.reports import RuleLabeler
 
 GUIDANCE = 1.5  # the shipped report guidance (benchmarks/eval_tiny.py's validation sweep)
 
@@ -67,7 +66,19 @@ def main() -> None:
 
     items = [r for r in read_synthetic_world(args.world) if r.split == args.split][: args.limit]
     paths = [r.image_path for r in items]
+    settings = {
+        "model": shown(args.model),
+        "world": shown(args.world),
+        "split": args.split,
+        "limit": args.limit,
+        "temperature": args.temperature,
+        "report_guidance": GUIDANCE,
+    }
     texts = json.loads(cache.read_text()) if cache.is_file() else {"greedy": None, "drafts": []}
+    if texts.setdefault("settings", settings) != settings:  # drafts of another model or setting
+        raise SystemExit(
+            f"{cache} holds drafts made with {texts['settings']}, not {settings}: give another --cache"
+        )
     llm = None
     started = time.perf_counter()
     passes = [("greedy", None)] + [("draft", k) for k in range(args.drafts)]
@@ -91,14 +102,9 @@ def main() -> None:
             flush=True,
         )
 
-    labeler, convention = RuleLabeler(), LabelConvention()
-
-    def labels(reports: list[str]) -> np.ndarray:
-        return binarize_labels(label_reports(labeler, reports), CHEXPERT_14, convention)
-
-    reference = labels([r.report for r in items])
-    greedy = labels(texts["greedy"])
-    drafts = np.stack([labels(d) for d in texts["drafts"][: args.drafts]], 1)  # (N, K, C)
+    reference = chexpert_14_labels([r.report for r in items])
+    greedy = chexpert_14_labels(texts["greedy"])
+    drafts = np.stack([chexpert_14_labels(d) for d in texts["drafts"][: args.drafts]], 1)  # (N, K, C)
     systems = {"greedy": greedy}
     for k in sorted({4, 8, args.drafts} & set(range(1, args.drafts + 1))):
         pool = np.concatenate([greedy[:, None], drafts[:, :k]], 1)  # the greedy report is a candidate too

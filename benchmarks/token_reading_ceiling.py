@@ -26,8 +26,7 @@ from _repo import REPO, shown
 from llmcxr.atomic import write_json
 from llmcxr.config import load_config
 from llmcxr.findings import CHEXPERT_14
-from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
-from llmcxr.reports import RuleLabeler
+from llmcxr.metrics.clinical import chexpert_14_labels, precision_recall_f1
 from llmcxr.training import TrainRecipe
 from llmcxr.training.sources import read_source
 from llmcxr.vq import TokenStore
@@ -96,11 +95,10 @@ def main() -> None:
                 continue  # held-out items: the first source's first 300, as eval_tiny.py scores
             codes.append(store.get(record.image_id).reshape(store.config.grid_size, -1))
             reports.append(record.report)
-    labeler, convention = RuleLabeler(), LabelConvention()
     grids = {s: torch.from_numpy(np.stack(c).astype(np.int64)) for s, (c, _) in splits.items()}
     # label each distinct report once: template reports repeat
     unique = sorted({report for _, reports in splits.values() for report in reports})
-    unique_labels = binarize_labels(label_reports(labeler, unique), CHEXPERT_14, convention)
+    unique_labels = chexpert_14_labels(unique)
     row_of = dict(zip(unique, unique_labels, strict=True))
     targets = {s: np.stack([row_of[report] for report in r]) for s, (_, r) in splits.items()}
     print(f"{len(grids['train'])} train images, read in {time.perf_counter() - started:.0f} s", flush=True)

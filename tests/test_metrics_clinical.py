@@ -11,6 +11,7 @@ from llmcxr.metrics.clinical import (
     LabelConvention,
     auroc_per_class,
     binarize_labels,
+    chexpert_14_labels,
     clinical_efficacy,
     precision_recall_f1,
     score_report_labels,
@@ -95,3 +96,13 @@ def test_report_labels_with_the_project_labeler() -> None:
     assert wrong["chexpert_5"]["per_class"]["Pleural Effusion"]["f1"] == 0.0
     assert wrong["chexpert_5"]["per_class"]["Edema"]["recall"] == 0.0
     assert set(wrong["chexpert_14"]["per_class"]) == set(CHEXPERT_14)
+
+
+def test_chexpert_14_labels_rows_follow_the_class_order() -> None:
+    rows = chexpert_14_labels(
+        ["Moderate right pleural effusion. Possible cardiomegaly.", "No acute disease."]
+    )
+    assert rows.shape == (2, 14)
+    positive = {CHEXPERT_14[j] for j in np.flatnonzero(rows[0])}
+    assert positive == {"Pleural Effusion", "Cardiomegaly"}  # uncertain counts as positive by default
+    assert CHEXPERT_14[int(np.flatnonzero(rows[1])[0])] == "No Finding" and rows[1].sum() == 1

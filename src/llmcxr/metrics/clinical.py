@@ -202,6 +202,14 @@ def label_reports(labeler: Labeler, reports: Sequence[str]) -> list[dict[str, in
     ]
 
 
+def chexpert_14_labels(
+    reports: Sequence[str], labeler: Labeler | None = None, convention: LabelConvention = LabelConvention()
+) -> np.ndarray:
+    """Report texts -> (N, 14) 0/1 CheXpert labels (default: the project's rules, uncertain as positive),
+    the rows micro-F1-14 is counted on."""
+    return binarize_labels(label_reports(labeler or RuleLabeler(), reports), CHEXPERT_14, convention)
+
+
 def score_report_labels(
     predictions: Sequence[str],
     references: Sequence[str],
