@@ -251,7 +251,7 @@ def test_builtin_instructions():
 
 
 def test_every_recipe_loads():
-    recipes = sorted((ROOT / "recipes").glob("*.yaml"))
+    recipes = sorted([*(ROOT / "recipes").glob("*.yaml"), *(ROOT / "recipes" / "h200").glob("*.yaml")])
     assert len(recipes) >= 4
     for path in recipes:
         recipe = load_config(TrainRecipe, path)
@@ -409,3 +409,160 @@ def test_row_markers_can_be_added_when_continuing_an_exported_model(tmp_path: Pa
     assert torch.equal(after[:old], before[:old])
     markers = after[old : old + g]
     assert torch.isfinite(markers).all() and not torch.equal(markers[0], markers[1])
+
+
+# ---- long runs: fast packing, mixture draws, the wall-time schedule ---------------------------
+
+
+def _plain_first_fit(sizes: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing by scanning every bin: the reference the fast packer must equal."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        for b, free in enumerate(room):
+            if sizes[i] <= free:
+                bins[b].append(i)
+                room[b] -= sizes[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - sizes[i])
+    return sorted(bins, key=min)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_packing_fills_the_same_rows_as_a_plain_first_fit_scan(seed):
+    from llmcxr.prompt import Example
+
+    rng = np.random.default_rng(seed)
+    capacity = int(rng.choice([16, 64, 512]))
+    sizes = [int(s) for s in rng.integers(1, capacity + 1, size=int(rng.integers(0, 300)))]
+    examples = [Example([k] * size, [k] * size, task="text") for k, size in enumerate(sizes)]
+    rows = pack_examples(examples, capacity, TASKS)
+    expected = [[k for i in members for k in [i] * sizes[i]] for members in _plain_first_fit(sizes, capacity)]
+    assert [row.input_ids for row in rows] == expected
+    assert all(len(row.input_ids) <= capacity for row in rows)
+
+
+def test_memo_tokenizer_hands_out_copies_and_the_same_ids(tok):
+    from llmcxr.training.tasks import MemoTokenizer
+
+    tokenizer = tok[0]
+    memo = MemoTokenizer(tokenizer)
+    kwargs = {"add_special_tokens": False, "split_special_tokens": True}
+    first = memo("The heart is normal. <img_3> ### End", **kwargs)["input_ids"]
+    assert first == tokenizer("The heart is normal. <img_3> ### End", **kwargs)["input_ids"]
+    first.clear()  # a caller cutting its list must not cut the remembered one
+    assert (
+        memo("The heart is normal. <img_3> ### End", **kwargs)["input_ids"]
+        == tokenizer("The heart is normal. <img_3> ### End", **kwargs)["input_ids"]
+    )
+    assert memo.pad_token_id == tokenizer.pad_token_id
+
+
+def test_mixture_draws_give_records_other_tasks_in_each_draw(tok, tmp_path):
+    import dataclasses
+
+    from llmcxr.errors import BadInputError
+    from llmcxr.training.trainer import build_datasets
+
+    tokenizer, image_tokens, _ = tok
+    records = _records(40)
+    store = DictStore({r.image_id: np.full(TOKENS_PER_IMAGE, 3) for r in records})
+    texts = [Instruction("Name a lobe.", "The right upper lobe.")] * 10
+    kept = []
+    for draws in (1, 3):
+        recipe = TrainRecipe(
+            output_dir=tmp_path,
+            data=[DataSource("manifest", tmp_path, tmp_path)],
+            model=ModelSpec(scratch=TINY_SCRATCH),
+            mixture=Mixture(0.4, 0.4, 0.1, 0.1),
+            max_length=256,
+            mixture_draws=draws,
+        )
+        _, _, counts = build_datasets(recipe, records, texts, tokenizer, image_tokens, store)
+        kept.append(counts.kept)
+    # Every record once per draw (one held out for eval of each 20), text in proportion.
+    assert sum(kept[1].values()) == 3 * sum(kept[0].values())
+    draws = [
+        [s.task for s in mix_tasks(records, [], Mixture(0.4, 0.4, 0.1, 0.0), 1, seed=42 + 1000 * d)]
+        for d in range(3)
+    ]
+    assert draws[0] != draws[1] != draws[2]  # the same record gets other tasks in other draws
+    with pytest.raises(BadInputError, match="mixture_draws"):
+        dataclasses.replace(recipe, mixture_draws=0)
+
+
+class _Clock:
+    """A TimeBudget whose elapsed seconds the test sets."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.now = seconds, 0.0
+
+    def elapsed(self) -> float:
+        return self.now
+
+
+def test_wall_time_schedule_warms_up_by_steps_then_decays_over_the_time_left():
+    from llmcxr.errors import BadInputError
+    from llmcxr.training.trainer import wall_time_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    clock = _Clock(seconds=100.0)
+    schedule = wall_time_schedule(optimizer, "cosine", warmup_steps=3, budget=clock)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for now in (1.0, 2.0, 20.0, 20.0, 60.0, 100.0, 150.0):  # warm-up ends at 20 s
+        clock.now = now
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75])
+    assert lrs[3:5] == pytest.approx([1.0, 1.0])  # the first step after warm-up starts the clock
+    assert lrs[5] == pytest.approx(0.5)  # half of the 80 s left
+    assert lrs[6:] == pytest.approx([0.0, 0.0])  # over the budget: stays at the end of the schedule
+    with pytest.raises(BadInputError, match="no wall-time form"):
+        wall_time_schedule(optimizer, "polynomial", 0, clock)
+    with pytest.raises(BadInputError, match="max_train_minutes"):
+        TrainRecipe(
+            output_dir=Path("x"),
+            model=ModelSpec(scratch=TINY_SCRATCH),
+            optim=OptimSpec(schedule_clock="wall_time"),
+        )
+
+
+def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
+    import dataclasses
+    import json
+
+    from llmcxr.training.trainer import TIME_BUDGET_FILE, TimeBudget
+
+    recipe = _tiny_recipe(tmp_path, max_steps=4)
+    recipe = dataclasses.replace(
+        recipe, max_train_minutes=60.0, optim=dataclasses.replace(recipe.optim, schedule_clock="wall_time")
+    )
+    train_recipe(recipe, callbacks=[KillAfter(2)])
+    saved = tmp_path / "run" / "checkpoint-2" / TIME_BUDGET_FILE
+    spent = json.loads(saved.read_text())["training_seconds"]
+    assert 0 < spent < 60 * 60 and TimeBudget.spent_in(saved.parent) == spent
+    train_recipe(recipe, resume=True)
+    final = json.loads((tmp_path / "run" / "checkpoint-4" / TIME_BUDGET_FILE).read_text())
+    assert final["training_seconds"] > spent  # counted on from where it stopped, not from 0
+
+
+def test_per_task_losses_are_summed_as_by_indexing_the_scored_tokens():
+    from llmcxr.training.trainer import CXRTrainer
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 20, 11), torch.randint(0, 11, (3, 20))
+    task_ids = torch.randint(-1, len(TASKS), (3, 20))
+    labels[(torch.rand(3, 20) < 0.4) | (task_ids < 0)] = IGNORE_INDEX
+    counter = CXRTrainer.__new__(CXRTrainer)  # only the counters, no Trainer set-up
+    counter._task_loss = counter._task_tokens = counter._real_tokens = None
+    counter._count(logits, labels, task_ids)
+    target, task = labels[:, 1:], task_ids[:, 1:]
+    scored = target != IGNORE_INDEX
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1][scored], target[scored], reduction="none")
+    expected = torch.zeros(len(TASKS), dtype=torch.float64).index_add_(0, task[scored], losses.double())
+    assert torch.allclose(counter._task_loss.cpu(), expected)
+    assert counter._task_tokens.tolist() == torch.bincount(task[scored], minlength=len(TASKS)).tolist()
+    assert int(counter._real_tokens) == int((task_ids >= 0).sum())

@@ -14,6 +14,7 @@ from llmcxr.model.scratch import ScratchConfig
 
 SOURCE_KINDS = ("synthetic", "mimic", "iu_xray", "manifest")
 TASKS = ("report_generation", "image_generation", "vqa", "text")
+SCHEDULE_CLOCKS = ("steps", "wall_time")
 
 
 @dataclass
@@ -75,6 +76,10 @@ class OptimSpec:
     gradient_accumulation_steps: int = 1
     optimizer: str = "adamw_torch"  # any transformers OptimizerNames
     max_grad_norm: float = 1.0
+    # "steps": the schedule runs over max_steps (or the epochs). "wall_time": after the warm-up steps it
+    # runs over the recipe's max_train_minutes, so a run on hardware of unknown speed (a GPU lease of
+    # fixed length) still decays its learning rate to the end; max_steps is then only an upper bound.
+    schedule_clock: str = "steps"
 
 
 @dataclass
@@ -111,6 +116,10 @@ class TrainRecipe:
     fsdp_config: Path | None = None  # recipes/distributed/fsdp.json
     num_workers: int = 0  # DataLoader workers
     max_train_minutes: float | None = None  # stop (checkpoint, eval, export) after this wall time
+    # Independent draws of the task mixture built up front: each record is one task per draw, so with
+    # several a record is a report sample in one draw and an image sample in another. One draw is one
+    # pass of the data; runs of many passes (a GPU) should draw about as many times as they pass.
+    mixture_draws: int = 1
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -126,6 +135,19 @@ class TrainRecipe:
         if self.model.grow_layers is not None and self.model.base is None:
             raise BadInputError(
                 "recipe", "model.grow_layers deepens a trained `base`", "set scratch.num_layers instead"
+            )
+        if self.mixture_draws < 1:
+            raise BadInputError("recipe", f"mixture_draws must be >= 1, got {self.mixture_draws}")
+        if self.optim.schedule_clock not in SCHEDULE_CLOCKS:
+            raise BadInputError(
+                "recipe",
+                f"optim.schedule_clock must be one of {SCHEDULE_CLOCKS}, got {self.optim.schedule_clock!r}",
+            )
+        if self.optim.schedule_clock == "wall_time" and not self.max_train_minutes:
+            raise BadInputError(
+                "recipe",
+                "optim.schedule_clock: wall_time runs over max_train_minutes",
+                "set max_train_minutes",
             )
         for name in ("unconditional_fraction", "unconditional_report_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -165,6 +165,7 @@ def encode_samples(
     mapping-like object with ``in`` and ``get``). Dropped samples are counted in ``counts``."""
     counts = counts if counts is not None else SampleCounts()
     examples: list[Example] = []
+    tokenizer = MemoTokenizer(tokenizer)  # the intro, phrasings and headers recur in every sample
     for sample in samples:
         codes = None
         if sample.image_id is not None:
@@ -189,3 +190,21 @@ def encode_samples(
         counts.shortened[sample.task] += int(example.shortened)
         examples.append(example)
     return examples
+
+
+class MemoTokenizer:
+    """A tokenizer that remembers the ids of each text it has tokenized (and hands out copies, since
+    callers extend and cut the lists); anything else goes to the tokenizer it wraps."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: dict[tuple, list[int]] = {}
+
+    def __call__(self, text: str, **kwargs):
+        key = (text, *sorted(kwargs.items()))
+        if key not in self.ids:
+            self.ids[key] = self.tokenizer(text, **kwargs)["input_ids"]
+        return {"input_ids": list(self.ids[key])}
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)

@@ -10,7 +10,9 @@ packing, per-task train and eval losses, real-token throughput, the self-describ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import os
 import shutil
 import time
@@ -55,6 +57,8 @@ from llmcxr.training.tasks import SampleCounts, encode_samples, mix_tasks, selec
 BASE_TOKENIZER_DIR = "base_tokenizer"  # the tokenizer before image tokens, kept for resume and ranks > 0
 EXPORT_DIR = "model"  # output_dir/model: the self-describing folder
 EVAL_SPLITS = ("validate", "val", "valid", "validation")
+DRAW_SEED_STRIDE = 1000  # mixture draw d uses seed + 1000 d (the eval samples use seed + 1)
+TIME_BUDGET_FILE = "time_budget.json"  # in each checkpoint: training seconds so far, for --resume
 
 
 class RowDataset(Dataset):
@@ -111,15 +115,19 @@ def build_datasets(recipe, records, instructions, tokenizer, image_tokens, store
     train_records, eval_records = split_records(select_stage(records, recipe.stage))
     train_text, eval_text = split_instructions(instructions)
     counts = SampleCounts()
-    samples = mix_tasks(
-        train_records,
-        train_text,
-        recipe.mixture,
-        recipe.stage,
-        recipe.seed,
-        recipe.unconditional_fraction,
-        recipe.unconditional_report_fraction,
-    )
+    samples = [
+        sample
+        for draw in range(recipe.mixture_draws)
+        for sample in mix_tasks(
+            train_records,
+            train_text,
+            recipe.mixture,
+            recipe.stage,
+            recipe.seed + DRAW_SEED_STRIDE * draw,
+            recipe.unconditional_fraction,
+            recipe.unconditional_report_fraction,
+        )
+    ]
     train_examples = encode_samples(samples, tokenizer, image_tokens, stores, recipe.max_length, counts)
     if not train_examples:
         raise BadInputError("recipe", "no training samples", "check the data sources and their token stores")
@@ -210,12 +218,25 @@ def apply_lora(model, recipe: TrainRecipe):
 class CXRTrainer(Trainer):
     """The HF Trainer plus per-task training loss and real-token throughput in every log line."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, time_budget: TimeBudget | None = None, schedule_clock: str = "steps", **kwargs):
         super().__init__(*args, **kwargs)
-        self._task_loss = torch.zeros(len(TASKS), dtype=torch.float64)
-        self._task_tokens = torch.zeros(len(TASKS), dtype=torch.float64)
-        self._real_tokens = 0
+        # Summed on the model's device and read at log time only: a read per step would make the GPU
+        # wait for the host at every step.
+        self._task_loss = self._task_tokens = self._real_tokens = None
         self._since = time.perf_counter()
+        self.time_budget = time_budget
+        self.schedule_clock = schedule_clock
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.schedule_clock != "wall_time" or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.lr_scheduler = wall_time_schedule(
+            optimizer or self.optimizer,
+            self.args.lr_scheduler_type,
+            self.args.get_warmup_steps(num_training_steps),
+            self.time_budget,
+        )
+        return self.lr_scheduler
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume a plain (single-process or DDP) full fine-tune through ``from_pretrained``.
@@ -248,48 +269,110 @@ class CXRTrainer(Trainer):
     @torch.no_grad()
     def _count(self, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
         """logits (B, L, V), labels and task_ids (B, L): next-token loss summed per task."""
-        self._real_tokens += int((task_ids >= 0).sum())
-        target, task = labels[:, 1:], task_ids[:, 1:]
-        scored = target != -100
+        if self._task_loss is None:
+            self._task_loss = torch.zeros(len(TASKS), dtype=torch.float64, device=logits.device)
+            self._task_tokens = torch.zeros_like(self._task_loss)
+            self._real_tokens = torch.zeros((), dtype=torch.float64, device=logits.device)
+        self._real_tokens += (task_ids >= 0).sum()
+        # Masked by weights, not by indexing: a boolean index would make the host wait for its size.
+        target, task = labels[:, 1:].reshape(-1), task_ids[:, 1:].reshape(-1)
+        scored = (target != -100).double()
         losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1][scored].float(), target[scored], reduction="none"
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target, reduction="none", ignore_index=-100
         ).double()
-        tokens_task = task[scored].long()
-        self._task_loss += torch.zeros(len(TASKS), dtype=torch.float64).index_add_(
-            0, tokens_task.cpu(), losses.cpu()
-        )
-        self._task_tokens += torch.bincount(tokens_task.cpu(), minlength=len(TASKS)).double()
+        task = task.clamp(min=0)  # unscored padding (-1) weighs 0 anyway
+        self._task_loss.index_add_(0, task, losses * scored)
+        self._task_tokens.index_add_(0, task, scored)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log line: add what was counted since the last one
-            stats = torch.cat([self._task_loss, self._task_tokens, torch.tensor([float(self._real_tokens)])])
+        if "loss" in logs and self._task_loss is not None:  # a training log line: add what was counted
+            stats = torch.cat([self._task_loss, self._task_tokens, self._real_tokens.reshape(1)])
             if self.accelerator.num_processes > 1:
-                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
+                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum")
+            stats = stats.cpu()
             loss, tokens, real = stats[: len(TASKS)], stats[len(TASKS) : 2 * len(TASKS)], float(stats[-1])
             for i, task in enumerate(TASKS):
                 if tokens[i] > 0:
                     logs[f"loss_{task}"] = round(float(loss[i] / tokens[i]), 4)
             elapsed = time.perf_counter() - self._since
             logs["real_tokens_per_second"] = round(real / max(elapsed, 1e-9), 1)
-            self._task_loss.zero_()
-            self._task_tokens.zero_()
-            self._real_tokens = 0
+            self._task_loss = self._task_tokens = self._real_tokens = None
             self._since = time.perf_counter()
         super().log(logs, start_time)
 
 
 class TimeBudget(TrainerCallback):
-    """Stop training after ``minutes`` of wall time; the Trainer then saves and the run exports as usual."""
+    """Stop training after ``minutes`` of wall time; the Trainer then saves and the run exports as usual.
+    The training seconds so far go into every checkpoint, so a resumed run spends only what is left
+    (and a wall-time schedule goes on where it stopped)."""
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, spent_seconds: float = 0.0) -> None:
         self.seconds = minutes * 60
+        self.spent_before = spent_seconds
         self.start = time.perf_counter()
 
+    def elapsed(self) -> float:
+        return self.spent_before + time.perf_counter() - self.start
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()  # model set-up and data building are not training time
+
     def on_step_end(self, args, state, control, **kwargs):
-        if time.perf_counter() - self.start > self.seconds:
+        if self.elapsed() > self.seconds:
             control.should_training_stop = True
             control.should_save = True
         return control
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            atomic.write_json(checkpoint / TIME_BUDGET_FILE, {"training_seconds": self.elapsed()})
+        return control
+
+    @staticmethod
+    def spent_in(checkpoint: Path | None) -> float:
+        path = checkpoint / TIME_BUDGET_FILE if checkpoint else None
+        return float(json.loads(path.read_text())["training_seconds"]) if path and path.is_file() else 0.0
+
+
+WALL_TIME_SCHEDULES = {  # progress p in [0, 1] -> learning-rate factor
+    "linear": lambda p: 1.0 - p,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "constant": lambda p: 1.0,
+    "constant_with_warmup": lambda p: 1.0,
+}
+
+
+def wall_time_schedule(optimizer, kind: str, warmup_steps: int, budget: TimeBudget | None):
+    """Linear warm-up over ``warmup_steps`` steps, then ``kind`` over the rest of the time budget."""
+    if budget is None:
+        raise BadInputError("recipe", "optim.schedule_clock: wall_time needs max_train_minutes")
+    if kind not in WALL_TIME_SCHEDULES:
+        raise BadInputError(
+            "recipe",
+            f"lr_scheduler {kind!r} has no wall-time form",
+            f"use one of {sorted(WALL_TIME_SCHEDULES)}, or schedule_clock: steps",
+        )
+    shape = WALL_TIME_SCHEDULES[kind]
+    warmed_at: list[float] = []  # elapsed seconds when warm-up ended
+
+    def factor(step: int) -> float:  # a closure, not an object: LambdaLR saves no state for it
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if not warmed_at:
+            warmed_at.append(min(budget.elapsed(), budget.seconds * 0.5))
+        rest = max(budget.seconds - warmed_at[0], 1e-9)
+        return max(shape(min(max(budget.elapsed() - warmed_at[0], 0.0) / rest, 1.0)), 0.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns there).
+CHECKPOINTING_ARG = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+    else "gradient_checkpointing"
+)
 
 
 def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments:
@@ -309,8 +392,12 @@ def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments
         optim=o.optimizer,
         max_grad_norm=o.max_grad_norm,
         bf16=recipe.bf16,
-        activation_checkpointing=recipe.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        **{
+            CHECKPOINTING_ARG: recipe.gradient_checkpointing,
+            f"{CHECKPOINTING_ARG}_kwargs": {"use_reentrant": False}
+            if recipe.gradient_checkpointing
+            else None,
+        },
         logging_strategy="steps",
         logging_steps=recipe.logging_steps,
         logging_first_step=True,
@@ -464,6 +551,11 @@ def train(
         args.eval_strategy = IntervalStrategy.NO
         args.eval_on_start = False
 
+    budget = (
+        TimeBudget(recipe.max_train_minutes, TimeBudget.spent_in(checkpoint))
+        if recipe.max_train_minutes
+        else None
+    )
     trainer = CXRTrainer(
         model=model,
         args=args,
@@ -471,7 +563,9 @@ def train(
         eval_dataset=eval_sets or None,
         data_collator=RowCollator(tokenizer.pad_token_id, packed=recipe.packing),
         processing_class=tokenizer,
-        callbacks=[*callbacks, *([TimeBudget(recipe.max_train_minutes)] if recipe.max_train_minutes else [])],
+        callbacks=[*callbacks, *([budget] if budget else [])],
+        time_budget=budget,
+        schedule_clock=recipe.optim.schedule_clock,
     )
     if not print_logs:
         trainer.remove_callback(PrinterCallback)
