@@ -2,6 +2,7 @@
 
     python benchmarks/token_reading_ceiling.py [--recipe recipes/tiny-synth-more-worlds.yaml]
         [--epochs 4] [--out benchmarks/results/token_reading_ceiling.json]
+        [--reader cnn|transformer|causal [--width 96 --layers 2 --lr 1e-3] [--stem]]
 
 The LM reads a CXR as its g x g VQ codes, so the codes bound what its reports can get right. This
 benchmark trains a small convolutional network straight on the code grids (an embedding per code,
@@ -10,6 +11,12 @@ sources (their token stores), and scores its labels by micro-F1-14, threshold 0.
 validation and the first 300 test records of the first source: the items of ``benchmarks/eval_tiny.py``.
 Labels are the project's rule labeler's on the reports, uncertain as positive, as ``eval run`` scores
 reports. If the network reads far better than the LM, the tokens are not what holds the LM back.
+
+The other readers ask what in the LM's way of reading costs it: a transformer over the flat row-major
+code sequence (``transformer``: all-to-all; ``causal``: each code sees only those before it, as in
+the LM), classified at one more token after the codes as a report is written after ``### Response:``;
+``--stem`` puts masked 3x3 convolutions (row above and codes to the left only, so still causal) over
+the grid of code embeddings first.
 """
 
 from __future__ import annotations
@@ -59,7 +66,81 @@ class CodeGridReader(torch.nn.Module):
         return self.head(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1))
 
 
-def micro_f1(model: CodeGridReader, codes: torch.Tensor, targets: np.ndarray) -> float:
+class MaskedConvStem(torch.nn.Module):
+    """3x3 convolutions over the embedded grid that see only codes at or before each position in
+    raster order (the row above and the codes to the left: PixelCNN's type-B mask), so an LM could
+    use them on its image tokens without looking ahead. Added to the embeddings (residual)."""
+
+    def __init__(self, width: int, layers: int = 2) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(width, width, 3, padding=1) for _ in range(layers))
+        mask = torch.ones(3, 3)
+        mask[2, :] = 0  # the row below
+        mask[1, 2] = 0  # the code to the right
+        self.register_buffer("mask", mask)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:  # (B, width, g, g)
+        x = grid
+        for i, conv in enumerate(self.convs):
+            x = torch.nn.functional.conv2d(x, conv.weight * self.mask, conv.bias, padding=1)
+            x = torch.nn.functional.gelu(x) if i < len(self.convs) - 1 else x
+        return grid + x
+
+
+class CodeSequenceReader(torch.nn.Module):
+    """(B, g, g) code indices -> (B, classes) logits, read as the LM reads them: a flat row-major
+    sequence through transformer layers, then one more token (as ``### Response:``) whose output is
+    classified. ``causal``: each position sees only those before it, as in the LM; else all."""
+
+    def __init__(
+        self,
+        codebook: int,
+        classes: int,
+        tokens: int,
+        width: int,
+        layers: int,
+        causal: bool,
+        stem: bool = False,
+    ):
+        super().__init__()
+        self.stem = MaskedConvStem(width) if stem else None
+        self.embed = torch.nn.Embedding(codebook + 1, width)  # the last id is the read token
+        self.position = torch.nn.Parameter(torch.randn(tokens + 1, width) * 0.02)
+        layer = torch.nn.TransformerEncoderLayer(
+            width,
+            max(width // 48, 1),
+            4 * width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, classes)
+        self.read_id, self.causal = codebook, causal
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        flat = codes.reshape(len(codes), -1)
+        ids = torch.cat([flat, torch.full_like(flat[:, :1], self.read_id)], 1)
+        x = self.embed(ids)
+        if self.stem is not None:  # over the grid of code embeddings; the read token stays as it is
+            grid = x[:, :-1].transpose(1, 2).reshape(len(codes), -1, *codes.shape[1:])
+            x = torch.cat([self.stem(grid).flatten(2).transpose(1, 2), x[:, -1:]], 1)
+        x = x + self.position
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(ids.shape[1]) if self.causal else None
+        return self.head(self.norm(self.layers(x, mask=mask, is_causal=self.causal))[:, -1])
+
+
+def reader_for(kind: str, codebook: int, grid: torch.Tensor, width: int, layers: int, stem: bool):
+    if kind == "cnn":
+        return CodeGridReader(codebook, len(CHEXPERT_14))
+    return CodeSequenceReader(
+        codebook, len(CHEXPERT_14), grid[0].numel(), width, layers, kind == "causal", stem
+    )
+
+
+def micro_f1(model: torch.nn.Module, codes: torch.Tensor, targets: np.ndarray) -> float:
     model.eval()
     with torch.no_grad():
         predicted = (torch.sigmoid(model(codes)) > 0.5).int().numpy()
@@ -73,6 +154,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reader",
+        choices=("cnn", "transformer", "causal"),
+        default="cnn",
+        help="cnn: convolutions over the grid; transformer / causal: the flat code sequence through "
+        "transformer layers, all-to-all or causal (as the LM sees it)",
+    )
+    parser.add_argument("--width", type=int, default=96, help="transformer readers: model width")
+    parser.add_argument("--layers", type=int, default=2, help="transformer readers: layers")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--stem", action="store_true", help="transformer readers: masked 3x3 convolutions over the grid first"
+    )
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "token_reading_ceiling.json"
     )
@@ -103,10 +197,10 @@ def main() -> None:
     targets = {s: np.stack([row_of[report] for report in r]) for s, (_, r) in splits.items()}
     print(f"{len(grids['train'])} train images, read in {time.perf_counter() - started:.0f} s", flush=True)
 
-    model = CodeGridReader(codebook, len(CHEXPERT_14))
+    model = reader_for(args.reader, codebook, grids["train"], args.width, args.layers, args.stem)
     steps = args.epochs * (len(grids["train"]) // args.batch_size)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=steps)
     y = torch.from_numpy(targets["train"]).float()
     by_epoch = []
     for epoch in range(args.epochs):
@@ -128,13 +222,27 @@ def main() -> None:
         args.out,
         {
             "command": f"python benchmarks/token_reading_ceiling.py --recipe {shown(args.recipe)} "
-            f"--epochs {args.epochs}",
+            f"--epochs {args.epochs}"
+            + (
+                f" --reader {args.reader} --width {args.width} --layers {args.layers} --lr {args.lr:g}"
+                + (" --stem" if args.stem else "")
+                if args.reader != "cnn"
+                else ""
+            ),
             "train_images": len(grids["train"]),
             "held_out_images": {s: len(grids[s]) for s in ("validate", "test")},
             "tokens_per_image": int(grids["train"][0].numel()),
             "codebook_size": codebook,
-            "reader": f"embedding 64 + 3 conv 3x3 (64 ch, batch norm, GELU) + mean/max pool + linear; "
-            f"AdamW 2e-3 one-cycle, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}",
+            "reader": (
+                "embedding 64 + 3 conv 3x3 (64 ch, batch norm, GELU) + mean/max pool + linear"
+                if args.reader == "cnn"
+                else f"{'causal' if args.reader == 'causal' else 'all-to-all'} transformer over the flat "
+                f"row-major codes + a read token{' after a masked-conv stem' if args.stem else ''}: "
+                f"width {args.width}, {args.layers} layers, "
+                f"{max(args.width // 48, 1)} heads, learned positions, pre-norm"
+            )
+            + f"; {sum(p.numel() for p in model.parameters())} parameters; AdamW {args.lr:g} one-cycle, "
+            f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}",
             "labels": "project rule labeler, uncertain as positive, 14 CheXpert classes, threshold 0.5",
             "micro_f1_14": result,
             "validate_by_epoch": by_epoch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -503,7 +504,7 @@ class _Clock:
         return self.now
 
 
-def test_wall_time_schedule_warms_up_by_steps_then_decays_over_the_time_left():
+def test_wall_time_schedule_warms_up_by_steps_and_decays_over_the_time_budget():
     from llmcxr.errors import BadInputError
     from llmcxr.training.trainer import wall_time_schedule
 
@@ -511,15 +512,15 @@ def test_wall_time_schedule_warms_up_by_steps_then_decays_over_the_time_left():
     clock = _Clock(seconds=100.0)
     schedule = wall_time_schedule(optimizer, "cosine", warmup_steps=3, budget=clock)
     lrs = [optimizer.param_groups[0]["lr"]]
-    for now in (1.0, 2.0, 20.0, 20.0, 60.0, 100.0, 150.0):  # warm-up ends at 20 s
+    for now in (0.0, 0.0, 20.0, 50.0, 100.0, 150.0):
         clock.now = now
         optimizer.step()
         schedule.step()
         lrs.append(optimizer.param_groups[0]["lr"])
-    assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75])
-    assert lrs[3:5] == pytest.approx([1.0, 1.0])  # the first step after warm-up starts the clock
-    assert lrs[5] == pytest.approx(0.5)  # half of the 80 s left
-    assert lrs[6:] == pytest.approx([0.0, 0.0])  # over the budget: stays at the end of the schedule
+    assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75])  # warm-up by steps
+    assert lrs[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))  # then the time decides
+    assert lrs[4] == pytest.approx(0.5)  # half the budget spent
+    assert lrs[5:] == pytest.approx([0.0, 0.0])  # over the budget: stays at the schedule's end
     with pytest.raises(BadInputError, match="no wall-time form"):
         wall_time_schedule(optimizer, "polynomial", 0, clock)
     with pytest.raises(BadInputError, match="max_train_minutes"):

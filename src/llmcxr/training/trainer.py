@@ -344,7 +344,8 @@ WALL_TIME_SCHEDULES = {  # progress p in [0, 1] -> learning-rate factor
 
 
 def wall_time_schedule(optimizer, kind: str, warmup_steps: int, budget: TimeBudget | None):
-    """Linear warm-up over ``warmup_steps`` steps, then ``kind`` over the rest of the time budget."""
+    """``kind`` over the time budget (progress = training seconds / budget, carried across --resume),
+    under a linear warm-up over the first ``warmup_steps`` steps."""
     if budget is None:
         raise BadInputError("recipe", "optim.schedule_clock: wall_time needs max_train_minutes")
     if kind not in WALL_TIME_SCHEDULES:
@@ -354,15 +355,10 @@ def wall_time_schedule(optimizer, kind: str, warmup_steps: int, budget: TimeBudg
             f"use one of {sorted(WALL_TIME_SCHEDULES)}, or schedule_clock: steps",
         )
     shape = WALL_TIME_SCHEDULES[kind]
-    warmed_at: list[float] = []  # elapsed seconds when warm-up ended
 
-    def factor(step: int) -> float:  # a closure, not an object: LambdaLR saves no state for it
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        if not warmed_at:
-            warmed_at.append(min(budget.elapsed(), budget.seconds * 0.5))
-        rest = max(budget.seconds - warmed_at[0], 1e-9)
-        return max(shape(min(max(budget.elapsed() - warmed_at[0], 0.0) / rest, 1.0)), 0.0)
+    def factor(step: int) -> float:  # a function, not an object: LambdaLR then saves no state for it
+        warm = (step + 1) / (warmup_steps + 1) if step < warmup_steps else 1.0
+        return warm * shape(min(budget.elapsed() / budget.seconds, 1.0))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
