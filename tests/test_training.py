@@ -535,7 +535,7 @@ def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
     import dataclasses
     import json
 
-    from llmcxr.training.trainer import TIME_BUDGET_FILE, TimeBudget
+    from llmcxr.training.trainer import TIME_BUDGET_FILE, TimeBudget, export_checkpoint
 
     recipe = _tiny_recipe(tmp_path, max_steps=4)
     recipe = dataclasses.replace(
@@ -545,6 +545,8 @@ def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
     saved = tmp_path / "run" / "checkpoint-2" / TIME_BUDGET_FILE
     spent = json.loads(saved.read_text())["training_seconds"]
     assert 0 < spent < 60 * 60 and TimeBudget.spent_in(saved.parent) == spent
+    exported = export_checkpoint(saved.parent, tmp_path / "step2")
+    assert not (exported / TIME_BUDGET_FILE).exists()  # training state, not part of a model folder
     train_recipe(recipe, resume=True)
     final = json.loads((tmp_path / "run" / "checkpoint-4" / TIME_BUDGET_FILE).read_text())
     assert final["training_seconds"] > spent  # counted on from where it stopped, not from 0

@@ -76,8 +76,8 @@ class OptimSpec:
     gradient_accumulation_steps: int = 1
     optimizer: str = "adamw_torch"  # any transformers OptimizerNames
     max_grad_norm: float = 1.0
-    # "steps": the schedule runs over max_steps (or the epochs). "wall_time": after the warm-up steps it
-    # runs over the recipe's max_train_minutes, so a run on hardware of unknown speed (a GPU lease of
+    # "steps": the schedule runs over max_steps (or the epochs). "wall_time": it runs over the recipe's
+    # max_train_minutes (warm-up still by steps), so a run on hardware of unknown speed (a GPU lease of
     # fixed length) still decays its learning rate to the end; max_steps is then only an upper bound.
     schedule_clock: str = "steps"
 
@@ -118,7 +118,7 @@ class TrainRecipe:
     max_train_minutes: float | None = None  # stop (checkpoint, eval, export) after this wall time
     # Independent draws of the task mixture built up front: each record is one task per draw, so with
     # several a record is a report sample in one draw and an image sample in another. One draw is one
-    # pass of the data; runs of many passes (a GPU) should draw about as many times as they pass.
+    # pass of the data; runs of many passes (a GPU) should draw several times.
     mixture_draws: int = 1
     seed: int = 42
 

@@ -493,7 +493,10 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
         # Weights, model and tokenizer files (tokenizer.model, merges.txt and chat templates of other
         # bases too); not the optimizer, scheduler and RNG states (pickles) or the trainer's state.
         for path in checkpoint.iterdir():
-            if path.suffix in CHECKPOINT_MODEL_SUFFIXES and path.name != "trainer_state.json":
+            if path.suffix in CHECKPOINT_MODEL_SUFFIXES and path.name not in (
+                "trainer_state.json",
+                TIME_BUDGET_FILE,
+            ):
                 shutil.copy2(path, stage / path.name)
         write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
     return out
