@@ -106,9 +106,10 @@ class CodeSequenceReader(torch.nn.Module):
         self.stem = MaskedConvStem(width) if stem else None
         self.embed = torch.nn.Embedding(codebook + 1, width)  # the last id is the read token
         self.position = torch.nn.Parameter(torch.randn(tokens + 1, width) * 0.02)
+        self.heads = max(width // 48, 1)
         layer = torch.nn.TransformerEncoderLayer(
             width,
-            max(width // 48, 1),
+            self.heads,
             4 * width,
             dropout=0.0,
             activation="gelu",
@@ -239,7 +240,7 @@ def main() -> None:
                 else f"{'causal' if args.reader == 'causal' else 'all-to-all'} transformer over the flat "
                 f"row-major codes + a read token{' after a masked-conv stem' if args.stem else ''}: "
                 f"width {args.width}, {args.layers} layers, "
-                f"{max(args.width // 48, 1)} heads, learned positions, pre-norm"
+                f"{model.heads} heads, learned positions, pre-norm"
             )
             + f"; {sum(p.numel() for p in model.parameters())} parameters; AdamW {args.lr:g} one-cycle, "
             f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}",

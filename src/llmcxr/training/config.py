@@ -15,6 +15,7 @@ from llmcxr.model.scratch import ScratchConfig
 SOURCE_KINDS = ("synthetic", "mimic", "iu_xray", "manifest")
 TASKS = ("report_generation", "image_generation", "vqa", "text")
 SCHEDULE_CLOCKS = ("steps", "wall_time")
+WALL_TIME_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")  # lr_scheduler names
 
 
 @dataclass
@@ -148,6 +149,13 @@ class TrainRecipe:
                 "recipe",
                 "optim.schedule_clock: wall_time runs over max_train_minutes",
                 "set max_train_minutes",
+            )
+        # Checked here, not when training starts: before that come minutes of data building.
+        if self.optim.schedule_clock == "wall_time" and self.optim.lr_scheduler not in WALL_TIME_SCHEDULERS:
+            raise BadInputError(
+                "recipe",
+                f"lr_scheduler {self.optim.lr_scheduler!r} has no wall-time form",
+                f"use one of {WALL_TIME_SCHEDULERS}, or schedule_clock: steps",
             )
         for name in ("unconditional_fraction", "unconditional_report_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -49,7 +49,7 @@ from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens,
 from llmcxr.prompt.dolly import CONTROL_TOKENS, INTRO_BLURB
 from llmcxr.prompt.phrasings import PHRASINGS
 from llmcxr.records import CXRRecord
-from llmcxr.training.config import TASKS, Mixture, TrainRecipe
+from llmcxr.training.config import TASKS, WALL_TIME_SCHEDULERS, Mixture, TrainRecipe
 from llmcxr.training.packing import PackedRow, RowCollator, pack_examples, single_rows
 from llmcxr.training.sources import open_token_stores, read_source
 from llmcxr.training.tasks import SampleCounts, encode_samples, mix_tasks, select_stage, stage_report
@@ -335,12 +335,13 @@ class TimeBudget(TrainerCallback):
         return float(json.loads(path.read_text())["training_seconds"]) if path and path.is_file() else 0.0
 
 
-WALL_TIME_SCHEDULES = {  # progress p in [0, 1] -> learning-rate factor
+WALL_TIME_SCHEDULES = {  # progress p in [0, 1] -> learning-rate factor; keys: WALL_TIME_SCHEDULERS
     "linear": lambda p: 1.0 - p,
     "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
     "constant": lambda p: 1.0,
     "constant_with_warmup": lambda p: 1.0,
 }
+assert tuple(WALL_TIME_SCHEDULES) == WALL_TIME_SCHEDULERS
 
 
 def wall_time_schedule(optimizer, kind: str, warmup_steps: int, budget: TimeBudget | None):
@@ -352,7 +353,7 @@ def wall_time_schedule(optimizer, kind: str, warmup_steps: int, budget: TimeBudg
         raise BadInputError(
             "recipe",
             f"lr_scheduler {kind!r} has no wall-time form",
-            f"use one of {sorted(WALL_TIME_SCHEDULES)}, or schedule_clock: steps",
+            f"use one of {WALL_TIME_SCHEDULERS}, or schedule_clock: steps",
         )
     shape = WALL_TIME_SCHEDULES[kind]
 
