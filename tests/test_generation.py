@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -454,3 +455,17 @@ def test_cli_errors_name_the_problem(model_folder, cxr_files, tmp_path):
         result = runner.invoke(app, args)
         assert isinstance(result.exception, BadInputError), (args, result.output)
         assert message in str(result.exception)
+
+
+def test_the_kv_cache_goes_by_the_name_the_installed_transformers_takes(llm):
+    """transformers renamed ``past_key_values`` to ``cache`` within 5.x: under the old name a model
+    would ignore ``cache=`` and decode each token without the ones before it."""
+    from llmcxr.generation.decode import cache_argument
+
+    class OldForward(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs):
+            return input_ids
+
+    assert cache_argument(OldForward()) == "past_key_values"
+    takes = inspect.signature(llm.model.forward).parameters
+    assert cache_argument(llm.model) in takes

@@ -19,6 +19,7 @@ from transformers import (
 from _tiny_lm import REPORTS, tiny_llmcxr_folder
 from _tiny_vq import LM_VQ
 from llmcxr.errors import BadInputError
+from llmcxr.generation.decode import cache_argument
 from llmcxr.model import grow_layers
 from llmcxr.model.grow import decoder_layers, new_layers_after
 from llmcxr.training import DataSource, ModelSpec, TrainRecipe
@@ -55,9 +56,9 @@ def test_growing_keeps_the_outputs_and_adds_trainable_layers(name):
         assert sorted(set(indices)) == list(range(5))
     with torch.no_grad():
         full = model(input_ids=ids).logits[:, -1]
-        cache = DynamicCache(config=model.config)
-        model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
-        step = model(input_ids=ids[:, -1:], cache=cache, use_cache=True).logits[:, -1]
+        cache = {cache_argument(model): DynamicCache(config=model.config)}
+        model(input_ids=ids[:, :-1], use_cache=True, **cache)
+        step = model(input_ids=ids[:, -1:], use_cache=True, **cache).logits[:, -1]
     assert torch.allclose(full, step, atol=1e-4)
     # The new layers learn: after one step the outputs move and every new parameter has a gradient.
     model.train()

@@ -356,15 +356,43 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     assert hash_a == hash_b
 
 
-def test_lora_run_with_checkpointing_exports_a_merged_plain_model(tmp_path):
+def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
+    """The stem's weights are saved beside the LM's in every checkpoint: a killed run resumes to
+    the same weights, and a checkpoint exports as the model of its step, stem included."""
+    import dataclasses
+
+    from llmcxr.model.grid_stem import GRID_STEM_WEIGHTS, GridStemConfig, grid_stem_of
+    from llmcxr.training.trainer import export_checkpoint
+
+    def stem_recipe(root: Path) -> TrainRecipe:
+        recipe = _tiny_recipe(root, max_steps=4)
+        return dataclasses.replace(recipe, model=ModelSpec(scratch=TINY_SCRATCH, grid_stem=GridStemConfig()))
+
+    train_recipe(stem_recipe(tmp_path / "a"))
+    interrupted = stem_recipe(tmp_path / "b")
+    train_recipe(interrupted, callbacks=[KillAfter(2)])
+    assert (tmp_path / "b" / "run" / "checkpoint-2" / GRID_STEM_WEIGHTS).is_file()
+    train_recipe(interrupted, resume=True)
+    hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
+    assert hash_a == (tmp_path / "b" / "run" / "weights_sha256.rank0.txt").read_text()
+    final = load_llmcxr_folder(tmp_path / "a" / "run" / "model")
+    stem = grid_stem_of(final.model)
+    assert stem is not None and float(stem.out.weight.detach().abs().sum()) > 0  # it trained
+    exported = load_llmcxr_folder(export_checkpoint(tmp_path / "a" / "run" / "checkpoint-4", tmp_path / "x"))
+    assert torch.equal(grid_stem_of(exported.model).out.weight, stem.out.weight)
+
+
+def test_lora_run_with_checkpointing_and_a_grid_stem_exports_a_merged_plain_model(tmp_path):
     import dataclasses
 
     from transformers import AutoModelForCausalLM
 
+    from llmcxr.model.grid_stem import GridStemConfig, grid_stem_of
     from llmcxr.training import LoraSpec
 
     recipe = dataclasses.replace(
         _tiny_recipe(tmp_path, max_steps=2),
+        model=ModelSpec(scratch=TINY_SCRATCH, grid_stem=GridStemConfig(width=8)),
         lora=LoraSpec(enabled=True, r=4, alpha=8),
         gradient_checkpointing=True,
     )
@@ -372,6 +400,8 @@ def test_lora_run_with_checkpointing_exports_a_merged_plain_model(tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(folder)  # no adapter files: LoRA merged into the weights
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert not (folder / "adapter_config.json").exists()
+    stem = grid_stem_of(load_llmcxr_folder(folder).model)  # trained in full beside the adapters, then saved
+    assert stem is not None and float(stem.out.weight.detach().abs().sum()) > 0
 
 
 def _continue_exported(tmp_path: Path, **recipe_fields):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One H200 lease (15 minutes of device time, one command of at most 10): the three recipes beside this
+# One H200 lease (15 minutes of device time, one command of at most 10): the four recipes beside this
 # file trained side by side on the one GPU, then their model folders and logs written to $OUT.
 #
 # Before the lease, on the CPU machine, pack the data the recipes name (the slim manifests: train and
@@ -9,7 +9,7 @@
 # After it, for each run: cat RUN.tar.part-* | tar x -C runs/h200/RUN; cp -r checkpoints/llmcxr-tiny/vq runs/h200/RUN/model/
 set -u
 OUT=${OUT:-runs/h200-out}
-RUNS=${RUNS:-"continue deeper wider"}
+RUNS=${RUNS:-"continue deeper wider wider-stem"}
 DEADLINE=${DEADLINE:-530}  # seconds after start: runs still going are stopped and their last checkpoint kept
 start=$SECONDS
 mkdir -p "$OUT" runs/h200

@@ -8,6 +8,7 @@ sample alone, so results do not depend on the batch size (up to float rounding o
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from transformers import (
 
 from llmcxr.generation.constraints import SpecialIds
 from llmcxr.generation.guidance import Guidance, guide
+from llmcxr.model.grid_stem import embed_with_stem, grid_stem_of
 
 
 @dataclass
@@ -89,6 +91,13 @@ class DecodeOutput:
     steps: int = 0  # one-token steps run (the longest row)
     rows: int = 0  # rows in the forward pass (2x the prompts under guidance)
     new_tokens: list[int] = field(default_factory=list)  # tokens generated per row incl. the stop token
+
+
+def cache_argument(model) -> str:
+    """The name ``model.forward`` takes the KV cache by: transformers renamed ``past_key_values`` to
+    ``cache`` within 5.x; an older 5.x would take ``cache=`` into its kwargs, ignore it and decode each
+    new token without the ones before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _sync(device: torch.device) -> None:
@@ -158,13 +167,19 @@ def decode(
     start = time.perf_counter()
     prefill_s = 0.0
     steps = 0
+    # A grid stem (llmcxr.model.grid_stem) reads the codes around a new image token: a cached step
+    # then gets its embedding computed from the whole sequence, not from the one new id.
+    stem = grid_stem_of(model) is not None
+    cache_kwarg = {cache_argument(model): cache}
     for steps in range(1, max_new_tokens + 1):
+        step_embeds = embed_with_stem(model, sequences)[:, -1:] if stem and steps > 1 else None
         out = model(
-            input_ids=step_input,
+            input_ids=None if step_embeds is not None else step_input,
+            inputs_embeds=step_embeds,
             attention_mask=mask,
             position_ids=step_positions,
-            cache=cache,
             use_cache=True,
+            **cache_kwarg,
             logits_to_keep=1,
         )
         logits = out.logits[:, -1].float()  # (rows, V)

@@ -1,11 +1,17 @@
-"""Causal language models with image tokens: vocabulary, the self-describing folder, from-scratch models, growth."""
+"""Causal language models with image tokens: vocabulary, the self-describing folder, from-scratch models,
+growth, the grid stem."""
 
 from llmcxr.model.folder import LLMCXRFolder, load_llmcxr_folder, save_llmcxr_folder, write_llmcxr_files
+from llmcxr.model.grid_stem import GridStem, GridStemConfig, attach_grid_stem, grid_stem_of
 from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import ScratchConfig, build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
 
 __all__ = [
+    "GridStem",
+    "GridStemConfig",
+    "attach_grid_stem",
+    "grid_stem_of",
     "IMAGE_TOKENS_FILE",
     "ImageTokenMap",
     "LLMCXRFolder",

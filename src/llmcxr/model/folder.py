@@ -6,6 +6,7 @@ Layout (``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads the 
       config.json, model.safetensors[.index.json], generation_config.json   the language model
       tokenizer.json, tokenizer_config.json                                 with control + image tokens
       image_tokens.json                                                     llmcxr.model.vocab.ImageTokenMap
+      grid_stem.json, grid_stem.safetensors (optional)                      llmcxr.model.grid_stem
       vq/vq_config.json, vq/vqgan.safetensors                               a copy of the image tokenizer
       llmcxr_train.json                                                     the training recipe that made it
 
@@ -30,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
+from llmcxr.model.grid_stem import load_grid_stem, save_grid_stem
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
 
 VQ_SUBFOLDER = "vq"
@@ -93,6 +95,7 @@ def save_llmcxr_folder(
             model.save_pretrained(stage)
         else:
             save_model(stage)
+        save_grid_stem(model, stage)
         tokenizer.save_pretrained(stage)
         write_llmcxr_files(stage, image_tokens, vq_folder, train_config or {})
     return Path(out)
@@ -140,7 +143,9 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
     image_tokens = ImageTokenMap.load(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     image_tokens.check(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    load_grid_stem(model, image_tokens, folder)
+    model = model.to(device).eval()
     if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_block_id:
         raise BadInputError(
             folder, "the model has fewer embedding rows than image tokens", "re-export the folder"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
+from llmcxr.model.grid_stem import GridStemConfig
 from llmcxr.model.scratch import ScratchConfig
 
 SOURCE_KINDS = ("synthetic", "mimic", "iu_xray", "manifest")
@@ -30,6 +31,10 @@ class ModelSpec:
     # Deepen the base to this many decoder layers before training, without changing what it computes
     # at step 0 (llmcxr.model.grow): a model that has stopped improving trains on with more depth.
     grow_layers: int | None = None
+    # Masked convolutions over the image-token grid added to the image codes' input embeddings
+    # (llmcxr.model.grid_stem): the model sees which codes are neighbours in the image. Added with a
+    # zero output to a base without one (the base's function is kept); a base that has one keeps it.
+    grid_stem: GridStemConfig | None = None
 
 
 @dataclass

@@ -43,6 +43,15 @@ from llmcxr.model.folder import (
     staged_folder,
     write_llmcxr_files,
 )
+from llmcxr.model.grid_stem import (
+    STEM_ATTRIBUTE,
+    GridStemConfig,
+    attach_grid_stem,
+    grid_stem_of,
+    load_grid_stem,
+    load_grid_stem_weights,
+    save_grid_stem,
+)
 from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
@@ -181,6 +190,17 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
     else:
         model = build_scratch_model(recipe.model.scratch, len(tokenizer))
         model.config._attn_implementation = recipe.model.attn_implementation
+    base_stem = GridStemConfig.load(recipe.model.base) if recipe.model.base is not None else None
+    if base_stem is not None:
+        if recipe.model.grid_stem not in (None, base_stem):
+            raise BadInputError(
+                "recipe",
+                f"model.grid_stem {recipe.model.grid_stem} differs from the base's ({base_stem})",
+                "leave model.grid_stem out to keep the base's stem",
+            )
+        load_grid_stem(model, image_tokens, recipe.model.base)
+    elif recipe.model.grid_stem is not None:
+        attach_grid_stem(model, image_tokens, recipe.model.grid_stem)
     model.config.pad_token_id = tokenizer.pad_token_id
     if recipe.gradient_checkpointing:
         model.config.use_cache = False
@@ -201,6 +221,8 @@ def apply_lora(model, recipe: TrainRecipe):
     keep = [_module_name(model, model.get_input_embeddings())]
     if model.get_output_embeddings() is not None:
         keep.append(_module_name(model, model.get_output_embeddings()))
+    if grid_stem_of(model) is not None:  # new weights: trained in full, like the new token rows
+        keep.append(STEM_ATTRIBUTE)
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -251,8 +273,22 @@ class CXRTrainer(Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         dtype = next(target.parameters()).dtype
         saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
-        target.load_state_dict(saved.state_dict(), strict=True)
+        stem = grid_stem_of(target)
+        if stem is None:
+            target.load_state_dict(saved.state_dict(), strict=True)
+            return None
+        result = target.load_state_dict(saved.state_dict(), strict=False)  # the stem is saved apart
+        if result.unexpected_keys or any(not k.startswith(f"{STEM_ATTRIBUTE}.") for k in result.missing_keys):
+            raise BadInputError(resume_from_checkpoint, f"weights do not fit the model: {result}")
+        load_grid_stem_weights(stem, Path(resume_from_checkpoint))
         return None
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:  # the LM's save_pretrained leaves the grid stem out (a file of its own)
+            save_grid_stem(
+                self.accelerator.unwrap_model(self.model), Path(output_dir or self.args.output_dir)
+            )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task_ids = inputs.pop("task_ids", None)
