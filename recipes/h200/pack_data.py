@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
-RECIPES = ("continue.yaml", "deeper.yaml", "wider.yaml")
+RECIPES = ("continue.yaml", "deeper.yaml", "wider.yaml", "wider-stem.yaml")
 
 
 def slim_manifest(world: Path) -> bytes:
