@@ -24,7 +24,7 @@ from transformers import (
 
 from llmcxr.generation.constraints import SpecialIds
 from llmcxr.generation.guidance import Guidance, guide
-from llmcxr.model.grid_stem import embed_with_stem, grid_stem_of
+from llmcxr.model.grid_stem import embed_last_with_stem, grid_stem_of
 
 
 @dataclass
@@ -168,11 +168,11 @@ def decode(
     prefill_s = 0.0
     steps = 0
     # A grid stem (llmcxr.model.grid_stem) reads the codes around a new image token: a cached step
-    # then gets its embedding computed from the whole sequence, not from the one new id.
+    # then gets its embedding computed from the block around it, not from the one new id.
     stem = grid_stem_of(model) is not None
     cache_kwarg = {cache_argument(model): cache}
     for steps in range(1, max_new_tokens + 1):
-        step_embeds = embed_with_stem(model, sequences)[:, -1:] if stem and steps > 1 else None
+        step_embeds = embed_last_with_stem(model, sequences) if stem and steps > 1 else None
         out = model(
             input_ids=None if step_embeds is not None else step_input,
             inputs_embeds=step_embeds,

@@ -13,8 +13,8 @@ token. Non-image tokens are untouched, and the output projection starts at zero:
 trained model leaves its function unchanged at step 0.
 
 It runs as a forward hook on the input embeddings, so training, scoring and prefill need no change.
-A KV-cached decoding step sees one new token only: ``embed_with_stem`` embeds the whole sequence and
-the step passes its last column as ``inputs_embeds`` (``llmcxr.generation.decode``). Its weights are
+A KV-cached decoding step sees one new token only: ``embed_last_with_stem`` embeds it from the block
+around it, and the step passes that as ``inputs_embeds`` (``llmcxr.generation.decode``). Its weights are
 ``grid_stem.safetensors`` and its config ``grid_stem.json``, beside the LM's own files: a plain
 ``AutoModelForCausalLM.from_pretrained`` loads the LM without the stem (which then reads images less
 well); ``llmcxr.model.load_llmcxr_folder`` loads both. transformers' own ``generate`` with a KV cache
@@ -148,9 +148,8 @@ def attach_grid_stem(model: nn.Module, image_tokens: ImageTokenMap, config: Grid
     input embeddings. Call once per model object."""
     if hasattr(model, STEM_ATTRIBUTE):
         raise BadInputError("model", "already has a grid stem")
-    hidden = model.get_input_embeddings().weight.shape[1]
-    param = model.get_input_embeddings().weight
-    stem = GridStem(hidden, image_tokens, config).to(device=param.device, dtype=param.dtype)
+    weight = model.get_input_embeddings().weight
+    stem = GridStem(weight.shape[1], image_tokens, config).to(device=weight.device, dtype=weight.dtype)
     setattr(model, STEM_ATTRIBUTE, stem)
     # Saved beside the LM's weights, not in them: a plain from_pretrained then loads the LM cleanly.
     ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
@@ -164,9 +163,12 @@ def attach_grid_stem(model: nn.Module, image_tokens: ImageTokenMap, config: Grid
     return stem
 
 
-def embed_with_stem(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Input embeddings of a whole sequence, with the stem's residual on its image codes."""
-    return model.get_input_embeddings()(input_ids)
+def embed_last_with_stem(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, hidden): the input embedding of each row's last token, with the stem's residual where it
+    is an image code. Only the last block's worth of tokens is embedded (plus the one before it, which
+    places a run of codes without markers): the stem reads nothing from further back."""
+    span = grid_stem_of(model).image_tokens.block_length + 1
+    return model.get_input_embeddings()(input_ids[:, -span:])[:, -1:]
 
 
 def save_grid_stem(model: nn.Module, folder: Path) -> None:

@@ -273,14 +273,15 @@ class CXRTrainer(Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         dtype = next(target.parameters()).dtype
         saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        result = target.load_state_dict(saved.state_dict(), strict=False)  # a grid stem is saved apart
         stem = grid_stem_of(target)
-        if stem is None:
-            target.load_state_dict(saved.state_dict(), strict=True)
-            return None
-        result = target.load_state_dict(saved.state_dict(), strict=False)  # the stem is saved apart
-        if result.unexpected_keys or any(not k.startswith(f"{STEM_ATTRIBUTE}.") for k in result.missing_keys):
+        apart = f"{STEM_ATTRIBUTE}." if stem is not None else None
+        if result.unexpected_keys or any(
+            apart is None or not k.startswith(apart) for k in result.missing_keys
+        ):
             raise BadInputError(resume_from_checkpoint, f"weights do not fit the model: {result}")
-        load_grid_stem_weights(stem, Path(resume_from_checkpoint))
+        if stem is not None:
+            load_grid_stem_weights(stem, Path(resume_from_checkpoint))
         return None
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
