@@ -46,6 +46,17 @@ def training_chain(recipe: TrainRecipe, run: Path) -> list[dict]:
     """This run and the runs whose exported models it continued from (``model.base``), oldest first."""
     chain = [stage(str(run), None, str(recipe.model.base) if recipe.model.base else None)]
     base = recipe.model.base
+    pretraining = Path(base) / "block_summary_pretraining.json" if base is not None else None
+    if pretraining is not None and pretraining.is_file():  # recipes/pretrain_block_summary.py made the base
+        record = json.loads(pretraining.read_text())
+        chain.append(
+            {
+                "run": str(base),
+                "steps": 0,
+                "minutes": round(record["wall_s"] / 60, 1),
+                "what": record["command"],
+            }
+        )
     while base is not None and (Path(base) / "llmcxr_train.json").is_file():
         earlier = json.loads((Path(base) / "llmcxr_train.json").read_text())
         parent = earlier["model"].get("base")

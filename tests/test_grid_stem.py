@@ -34,10 +34,11 @@ def _block(image_tokens: ImageTokenMap, codes: np.ndarray) -> list[int]:
     return image_tokens.block_ids(codes).tolist()
 
 
-def _stem(markers: bool, width: int = 8, layers: int = 2, seed: int = 0) -> GridStem:
+def _stem(markers: bool, width: int = 8, layers: int = 2, seed: int = 0, summary_layers: int = 0) -> GridStem:
     image_tokens = ImageTokenMap(30, 100, GRID * GRID, row_marker_first_id=130 if markers else None)
     torch.manual_seed(seed)
-    stem = GridStem(HIDDEN, image_tokens, GridStemConfig(layers=layers, width=width))
+    config = GridStemConfig(layers=layers, width=width, summary_layers=summary_layers, summary_width=6)
+    stem = GridStem(HIDDEN, image_tokens, config)
     for p in stem.parameters():  # the output starts at zero; any weights will do for these checks
         torch.nn.init.normal_(p, std=0.5)
     return stem
@@ -72,8 +73,31 @@ def test_the_stem_is_a_masked_convolution_over_the_grid_and_leaves_text_alone(ma
 
 
 @pytest.mark.parametrize("markers", [False, True])
-def test_the_stem_is_causal_and_reads_each_image_of_a_packed_row_apart(markers):
-    stem = _stem(markers)
+def test_the_summary_is_a_pooled_convolution_over_the_whole_block_at_the_token_after_it(markers):
+    stem = _stem(markers, summary_layers=2)
+    assert [conv.in_channels for conv in stem.summary.convs] == [6, 6]  # summary_width, not the stem's
+    codes = np.random.default_rng(0).integers(0, 30, GRID * GRID)
+    block = _block(stem.image_tokens, codes)
+    ids = torch.tensor([[5, 6] + block + [7, 8], [5] + block[:-1] + [7, 8, 9, 10]])  # whole; one code short
+    embeddings = torch.randn(*ids.shape, HIDDEN)
+    without = stem(ids, embeddings) - stem.summary(ids, embeddings, *stem.placement(ids))
+    summary = stem(ids, embeddings) - without
+    after = 2 + len(block)
+    assert torch.equal(summary[0, :after], torch.zeros_like(summary[0, :after]))
+    assert torch.equal(summary[0, after + 1 :], torch.zeros_like(summary[0, after + 1 :]))
+    assert torch.equal(summary[1], torch.zeros_like(summary[1]))  # no complete block, no summary
+    code_at = stem.image_tokens.is_image_id(ids[0])
+    grid = stem.summary.into(embeddings[0, code_at]).T.reshape(1, -1, GRID, GRID)
+    for conv in stem.summary.convs:
+        grid = torch.nn.functional.gelu(torch.nn.functional.conv2d(grid, conv.weight, conv.bias, padding=1))
+    expected = stem.summary.out(torch.cat([grid.mean(dim=(2, 3)), grid.amax(dim=(2, 3))], dim=1))[0]
+    torch.testing.assert_close(summary[0, after], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("markers", [False, True])
+@pytest.mark.parametrize("summary_layers", [0, 1])
+def test_the_stem_is_causal_and_reads_each_image_of_a_packed_row_apart(markers, summary_layers):
+    stem = _stem(markers, summary_layers=summary_layers)
     rng = np.random.default_rng(1)
     first, second = rng.integers(0, 30, (2, GRID * GRID))
     block = len(_block(stem.image_tokens, first))
@@ -90,9 +114,12 @@ def test_the_stem_is_causal_and_reads_each_image_of_a_packed_row_apart(markers):
         moved = embeddings.clone()
         moved[0, cut:] += 1.0
         torch.testing.assert_close(stem(changed, moved)[0, :cut], out[0, :cut])
-    # The second image reads as it would alone: no tap reaches back into the first.
+    # The second image reads as it would alone: no tap reaches back into the first. (Token 6 follows
+    # the first image, so it carries that image's summary where the stem has one.)
     alone = torch.tensor([[6, 7] + _block(stem.image_tokens, second)])
-    torch.testing.assert_close(stem(alone, embeddings[:, -alone.shape[1] :])[0], out[0, -alone.shape[1] :])
+    torch.testing.assert_close(
+        stem(alone, embeddings[:, -alone.shape[1] :])[0, 1:], out[0, 1 - alone.shape[1] :]
+    )
 
 
 def test_codes_outside_a_well_formed_block_get_no_stem():
@@ -111,9 +138,10 @@ def stem_folder(tmp_path_factory) -> Path:
     """A tiny model folder with row markers and a grid stem of random (non-zero) weights."""
     root = tmp_path_factory.mktemp("stem")
     plain = load_llmcxr_folder(tiny_llmcxr_folder(root, REPORTS * 5, max_positions=256, row_markers=True))
-    stem = attach_grid_stem(plain.model, plain.image_tokens, GridStemConfig(layers=2))
+    stem = attach_grid_stem(plain.model, plain.image_tokens, GridStemConfig(layers=2, summary_layers=1))
     torch.manual_seed(0)
     torch.nn.init.normal_(stem.out.weight, std=0.5)
+    torch.nn.init.normal_(stem.summary.out.weight, std=0.5)
     return save_llmcxr_folder(
         plain.model, plain.tokenizer, plain.image_tokens, root / "stemmed", plain.vq_folder, {"stage": 1}
     )
@@ -176,7 +204,7 @@ def test_recipes_add_keep_and_refuse_stems(tmp_path, stem_folder):
     model, _, _ = prepare_model(recipe(stem_folder, None), [], size, per_image)  # the base's stem is kept
     assert torch.equal(grid_stem_of(model).out.weight, grid_stem_of(shipped.model).out.weight)
     with pytest.raises(BadInputError, match="differs from the base"):
-        prepare_model(recipe(stem_folder, GridStemConfig(layers=3)), [], size, per_image)
+        prepare_model(recipe(stem_folder, GridStemConfig(layers=3, summary_layers=1)), [], size, per_image)
     from llmcxr.training import LoraSpec
 
     lora = apply_lora(model, recipe(stem_folder, None, lora=LoraSpec(enabled=True, r=2, alpha=4)))

@@ -366,7 +366,8 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
 
     def stem_recipe(root: Path) -> TrainRecipe:
         recipe = _tiny_recipe(root, max_steps=4)
-        return dataclasses.replace(recipe, model=ModelSpec(scratch=TINY_SCRATCH, grid_stem=GridStemConfig()))
+        stem = GridStemConfig(summary_layers=1)
+        return dataclasses.replace(recipe, model=ModelSpec(scratch=TINY_SCRATCH, grid_stem=stem))
 
     train_recipe(stem_recipe(tmp_path / "a"))
     interrupted = stem_recipe(tmp_path / "b")
@@ -377,9 +378,11 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
     assert hash_a == (tmp_path / "b" / "run" / "weights_sha256.rank0.txt").read_text()
     final = load_llmcxr_folder(tmp_path / "a" / "run" / "model")
     stem = grid_stem_of(final.model)
-    assert stem is not None and float(stem.out.weight.detach().abs().sum()) > 0  # it trained
+    for out in (stem.out, stem.summary.out):
+        assert float(out.weight.detach().abs().sum()) > 0  # it trained
     exported = load_llmcxr_folder(export_checkpoint(tmp_path / "a" / "run" / "checkpoint-4", tmp_path / "x"))
     assert torch.equal(grid_stem_of(exported.model).out.weight, stem.out.weight)
+    assert torch.equal(grid_stem_of(exported.model).summary.out.weight, stem.summary.out.weight)
 
 
 def test_lora_run_with_checkpointing_and_a_grid_stem_exports_a_merged_plain_model(tmp_path):

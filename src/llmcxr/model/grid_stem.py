@@ -20,6 +20,9 @@ around it, and the step passes that as ``inputs_embeds`` (``llmcxr.generation.de
 well); ``llmcxr.model.load_llmcxr_folder`` loads both. transformers' own ``generate`` with a KV cache
 would feed the embeddings one id per step, so drawn codes would miss their stem: generate through
 ``llmcxr.generation`` (``LLMCXR``), which does not.
+
+With ``summary_layers`` the stem also reads each complete image whole (``BlockSummary``): unmasked
+convolutions over the block, pooled into the token after it, where the text that follows can attend.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class GridStemConfig:
 
     layers: int = 2  # masked 3x3 convolutions (receptive field: ``layers`` rows up)
     width: int | None = None  # channels inside the stem; None = the LM's hidden size, at most 256
+    # Unmasked 3x3 convolutions over each complete image block, pooled into the embedding of the token
+    # after it (``BlockSummary``); 0 = none.
+    summary_layers: int = 0
+    summary_width: int | None = None  # channels of the summary; None = the stem's width
 
     def save(self, folder: Path) -> None:
         atomic.write_json(Path(folder) / GRID_STEM_FILE, asdict(self))
@@ -73,13 +80,81 @@ def _shift(x: torch.Tensor, offset: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(x[:, :offset]), x[:, :-offset]], dim=1)
 
 
+class BlockSummary(nn.Module):
+    """The whole image at once, for the text after it: unmasked convolutions over a complete block's
+    code grid, mean- and max-pooled, added to the input embedding of the token right after the block.
+
+    That token comes after every code of the block, so it may read all of them: the model stays causal
+    while a report (or an answer) attends to a CNN's reading of the image, which the reader benchmark
+    found better than any causal reading of the flat codes (0.842 vs 0.830 with the masked stem).
+    """
+
+    def __init__(self, hidden_size: int, width: int, image_tokens: ImageTokenMap, layers: int) -> None:
+        super().__init__()
+        g = image_tokens.grid_size
+        markers = 1 if image_tokens.has_row_markers else 0
+        self.image_tokens, self.grid = image_tokens, g
+        rows = torch.arange(g).repeat_interleave(g)
+        cols = torch.arange(g).repeat(g)
+        # Offset of cell (r, c) from the token after its block, row-major: the block ends just before it.
+        offsets = rows * (g + markers) + cols + markers - image_tokens.block_length
+        self.register_buffer("cell_offsets", offsets, persistent=False)
+        self.register_buffer("cell_rows", rows, persistent=False)
+        self.register_buffer("cell_cols", cols, persistent=False)
+        self.into = nn.Linear(hidden_size, width, bias=False)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(layers))
+        self.out = nn.Linear(2 * width, hidden_size, bias=False)
+        nn.init.zeros_(self.out.weight)  # function-preserving when added to a trained model
+
+    def blocks(
+        self, input_ids: torch.Tensor, placed: torch.Tensor, row: torch.Tensor, col: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, position, cells): each token that follows a complete block, and the (N,
+        tokens_per_image) positions of that block's cells, row-major."""
+        after = ~self.image_tokens.is_block_id(input_ids) & _shift(placed, 1)
+        after[:, : self.image_tokens.block_length] = False  # too early for a whole block before it
+        batch, position = after.nonzero(as_tuple=True)
+        cells = position[:, None] + self.cell_offsets[None]
+        rows = batch[:, None].expand_as(cells)
+        complete = (
+            placed[rows, cells] & (row[rows, cells] == self.cell_rows) & (col[rows, cells] == self.cell_cols)
+        ).all(dim=1)
+        return batch[complete], position[complete], cells[complete]
+
+    def forward(self, input_ids, embeddings, placed, row, col) -> torch.Tensor:
+        """The residual to add to ``embeddings`` (zero away from the tokens after complete blocks)."""
+        batch, position, cells = self.blocks(input_ids, placed, row, col)
+        residual = torch.zeros_like(embeddings)
+        if batch.numel() == 0:
+            return residual
+        return residual.index_put(
+            (batch, position), self.out(self.pool(self.read(embeddings[batch[:, None], cells])))
+        )
+
+    def read(self, cell_embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, cells, hidden) input embeddings of blocks' codes, row-major -> (N, width, g, g) features."""
+        h = self.into(cell_embeddings).transpose(1, 2).reshape(len(cell_embeddings), -1, self.grid, self.grid)
+        for conv in self.convs:
+            h = nn.functional.gelu(conv(h))
+        return h
+
+    @staticmethod
+    def pool(features: torch.Tensor) -> torch.Tensor:
+        """(N, width, g, g) -> (N, 2 * width): mean and max over the grid."""
+        return torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+
+
 class GridStem(nn.Module):
     """Masked 3x3 convolutions over the image codes of a token sequence, added to their embeddings."""
 
     def __init__(self, hidden_size: int, image_tokens: ImageTokenMap, config: GridStemConfig) -> None:
         super().__init__()
-        if config.layers < 1:
-            raise BadInputError("grid stem", f"layers must be >= 1, got {config.layers}")
+        if config.layers < 1 or config.summary_layers < 0:
+            raise BadInputError(
+                "grid stem",
+                f"layers must be >= 1 and summary_layers >= 0, got {config}",
+                "fix model.grid_stem",
+            )
         width = config.width or min(hidden_size, 256)
         self.image_tokens, self.config = image_tokens, config
         self.grid = image_tokens.grid_size
@@ -88,6 +163,11 @@ class GridStem(nn.Module):
         self.convs = nn.ModuleList(nn.Linear(len(TAPS) * width, width) for _ in range(config.layers))
         self.out = nn.Linear(width, hidden_size, bias=False)
         nn.init.zeros_(self.out.weight)  # function-preserving when added to a trained model
+        self.summary = (
+            BlockSummary(hidden_size, config.summary_width or width, image_tokens, config.summary_layers)
+            if config.summary_layers
+            else None
+        )
 
     def placement(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(placed, row, col), each (B, T): which ids are image codes at a known grid cell, and where.
@@ -134,7 +214,10 @@ class GridStem(nn.Module):
             ]
             h = conv(torch.cat(taps, dim=-1)) * keep
             h = nn.functional.gelu(h) if i < len(self.convs) - 1 else h
-        return embeddings + self.out(h)
+        stemmed = embeddings + self.out(h)
+        if self.summary is not None:
+            stemmed = stemmed + self.summary(input_ids, embeddings, placed, row, col)
+        return stemmed
 
 
 def grid_stem_of(model: nn.Module) -> GridStem | None:
