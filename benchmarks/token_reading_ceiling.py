@@ -35,7 +35,7 @@ from llmcxr.config import load_config
 from llmcxr.findings import CHEXPERT_14
 from llmcxr.metrics.clinical import chexpert_14_labels, precision_recall_f1
 from llmcxr.training import TrainRecipe
-from llmcxr.training.sources import read_source
+from llmcxr.training.sources import image_codes_and_reports
 from llmcxr.vq import TokenStore
 
 HELD_OUT_ITEMS = 300
@@ -176,26 +176,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     recipe = load_config(TrainRecipe, args.recipe)
-    splits: dict[str, tuple[list[np.ndarray], list[str]]] = {
-        s: ([], []) for s in ("train", "validate", "test")
-    }
-    codebook = 0
-    for number, source in enumerate(recipe.data):
-        store = TokenStore(REPO / source.token_store)
-        codebook = store.config.codebook_size
-        for record in read_source(source):
-            codes, reports = splits[record.split]
-            held_out = record.split != "train"
-            if held_out and (number > 0 or len(codes) >= HELD_OUT_ITEMS):
-                continue  # held-out items: the first source's first 300, as eval_tiny.py scores
-            codes.append(store.get(record.image_id).reshape(store.config.grid_size, -1))
-            reports.append(record.report)
-    grids = {s: torch.from_numpy(np.stack(c).astype(np.int64)) for s, (c, _) in splits.items()}
-    # label each distinct report once: template reports repeat
-    unique = sorted({report for _, reports in splits.values() for report in reports})
-    unique_labels = chexpert_14_labels(unique)
-    row_of = dict(zip(unique, unique_labels, strict=True))
-    targets = {s: np.stack([row_of[report] for report in r]) for s, (_, r) in splits.items()}
+    splits = image_codes_and_reports(recipe.data, ("train", "validate", "test"), HELD_OUT_ITEMS)
+    codebook = TokenStore(recipe.data[0].token_store).config.codebook_size
+    grids = {s: torch.from_numpy(codes) for s, (codes, _) in splits.items()}
+    targets = {s: chexpert_14_labels(reports) for s, (_, reports) in splits.items()}
     print(f"{len(grids['train'])} train images, read in {time.perf_counter() - started:.0f} s", flush=True)
 
     model = reader_for(args.reader, codebook, grids["train"], args.width, args.layers, args.stem)

@@ -40,36 +40,19 @@ from llmcxr.model import (
     save_llmcxr_folder,
 )
 from llmcxr.training import TrainRecipe
-from llmcxr.training.sources import read_source
-from llmcxr.vq import TokenStore
+from llmcxr.training.sources import image_codes_and_reports
 
 HELD_OUT_ITEMS = 300  # the first source's first 300 validation records, as eval_tiny.py scores
 
 
 def image_ids_and_labels(recipe: TrainRecipe, image_tokens) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{split: ((n, tokens_per_image) image-token ids row-major, (n, 14) labels)} for train and validate."""
-    codes: dict[str, list[np.ndarray]] = {"train": [], "validate": []}
-    reports: dict[str, list[str]] = {"train": [], "validate": []}
-    for number, source in enumerate(recipe.data):
-        store = TokenStore(source.token_store)
-        for record in read_source(source):
-            if record.split not in codes:
-                continue
-            if record.split == "validate" and (number > 0 or len(codes["validate"]) >= HELD_OUT_ITEMS):
-                continue
-            codes[record.split].append(np.asarray(store.get(record.image_id)).reshape(-1))
-            reports[record.split].append(record.report)
-    unique = sorted({r for split in reports.values() for r in split})  # template reports repeat
-    label_of = dict(zip(unique, chexpert_14_labels(unique), strict=True))
     out = {}
-    for split in codes:
-        if not codes[split]:
-            raise BadInputError(
-                recipe.data[0].path, f"no {split} images", "give a recipe whose data has them"
-            )
-        ids = torch.from_numpy(np.asarray(image_tokens.codes_to_ids(np.stack(codes[split]).astype(np.int64))))
-        labels = torch.from_numpy(np.stack([label_of[r] for r in reports[split]])).float()
-        out[split] = (ids, labels)
+    for split, (codes, reports) in image_codes_and_reports(
+        recipe.data, ("train", "validate"), HELD_OUT_ITEMS
+    ).items():
+        ids = torch.from_numpy(np.asarray(image_tokens.codes_to_ids(codes.reshape(len(codes), -1))))
+        out[split] = (ids, torch.from_numpy(chexpert_14_labels(reports)).float())
     return out
 
 

@@ -115,6 +115,12 @@ def test_classifier_learns_save_load_round_trip(tmp_path) -> None:
     loaded = load_finding_classifier(tmp_path / "clf")
     assert torch.allclose(loaded.predict(test_images), model.predict(test_images))
     assert loaded.weights_sha256 == hashlib.sha256((tmp_path / "clf" / WEIGHTS_NAME).read_bytes()).hexdigest()
+    # Each distinct image scored once, in place: repeats tie exactly wherever they sit in the batch.
+    repeated = test_images[torch.tensor([3, 0, 3, 5, 0, 3])]
+    torch.testing.assert_close(
+        loaded.predict(repeated), torch.cat([loaded.predict(test_images[[i]]) for i in (3, 0, 3, 5, 0, 3)])
+    )
+    assert torch.equal(loaded.predict(repeated)[0], loaded.predict(repeated)[5])
     # 64-px inputs are resized to the classifier's 16 px.
     assert loaded.predict(torch.nn.functional.interpolate(test_images, size=64)).shape == (32, 2)
 

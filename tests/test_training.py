@@ -28,6 +28,7 @@ from llmcxr.config import load_config
 from llmcxr.datasets.instructions import Instruction, read_instructions
 from llmcxr.datasets.manifest import read_manifest
 from llmcxr.datasets.mimic import read_mimic
+from llmcxr.errors import BadInputError
 from llmcxr.model import load_llmcxr_folder
 from llmcxr.prompt import IGNORE_INDEX
 from llmcxr.records import QA, CXRRecord
@@ -47,7 +48,9 @@ from llmcxr.training import (
     train_recipe,
 )
 from llmcxr.training.config import TASKS
+from llmcxr.training.sources import image_codes_and_reports, read_source
 from llmcxr.training.trainer import prepare_model
+from llmcxr.vq import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -259,6 +262,27 @@ def test_every_recipe_loads():
         assert recipe.output_dir and recipe.data
         if recipe.deepspeed:
             assert (ROOT / recipe.deepspeed).is_file()
+
+
+def test_image_codes_and_reports_hold_out_only_the_first_sources_first_items(tmp_path: Path) -> None:
+    # Both worlds name their images img0, img1, ...: each source must be read from its own store.
+    sources = [
+        DataSource("manifest", *write_world(tmp_path / "first", n=24, seed=0)),
+        DataSource("manifest", *write_world(tmp_path / "second", n=16, seed=5)),
+    ]
+    got = image_codes_and_reports(sources, ("train", "validate"), held_out_items=2)
+    records = [read_source(source) for source in sources]
+    stores = [TokenStore(source.token_store) for source in sources]
+    train = [(number, r) for number in (0, 1) for r in records[number] if r.split == "train"]
+    validate = [(0, r) for r in records[0] if r.split == "validate"][:2]  # of 3 in the first world
+    for split, expected in (("train", train), ("validate", validate)):
+        codes, reports = got[split]
+        assert codes.shape == (len(expected), 8, 8) and codes.dtype == np.int64
+        assert reports == [r.report for _, r in expected]
+        for row, (number, record) in zip(codes, expected, strict=True):
+            assert np.array_equal(row.reshape(-1), stores[number].get(record.image_id))
+    with pytest.raises(BadInputError, match="no test images"):
+        image_codes_and_reports(sources, ("test",))
 
 
 # ---- end to end: the CLI, resume ------------------------------------------------------------

@@ -206,8 +206,11 @@ def chexpert_14_labels(
     reports: Sequence[str], labeler: Labeler | None = None, convention: LabelConvention = LabelConvention()
 ) -> np.ndarray:
     """Report texts -> (N, 14) 0/1 CheXpert labels (default: the project's rules, uncertain as positive),
-    the rows micro-F1-14 is counted on."""
-    return binarize_labels(label_reports(labeler or RuleLabeler(), reports), CHEXPERT_14, convention)
+    the rows micro-F1-14 is counted on. Each distinct text is labelled once: template reports repeat."""
+    distinct = sorted(set(reports))
+    rows = binarize_labels(label_reports(labeler or RuleLabeler(), distinct), CHEXPERT_14, convention)
+    row_of = {report: number for number, report in enumerate(distinct)}
+    return rows[[row_of[report] for report in reports]]
 
 
 def score_report_labels(

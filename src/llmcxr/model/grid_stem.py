@@ -121,15 +121,14 @@ class BlockSummary(nn.Module):
         ).all(dim=1)
         return batch[complete], position[complete], cells[complete]
 
-    def forward(self, input_ids, embeddings, placed, row, col) -> torch.Tensor:
-        """The residual to add to ``embeddings`` (zero away from the tokens after complete blocks)."""
+    def forward(self, input_ids, embeddings, placed, row, col, stemmed) -> torch.Tensor:
+        """``stemmed`` with each complete block's summary added at the token after it; the summary reads
+        the block's ``embeddings`` (before the stem)."""
         batch, position, cells = self.blocks(input_ids, placed, row, col)
-        residual = torch.zeros_like(embeddings)
         if batch.numel() == 0:
-            return residual
-        return residual.index_put(
-            (batch, position), self.out(self.pool(self.read(embeddings[batch[:, None], cells])))
-        )
+            return stemmed
+        summaries = self.out(self.pool(self.read(embeddings[batch[:, None], cells])))
+        return stemmed.index_put((batch, position), summaries, accumulate=True)
 
     def read(self, cell_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, cells, hidden) input embeddings of blocks' codes, row-major -> (N, width, g, g) features."""
@@ -216,7 +215,7 @@ class GridStem(nn.Module):
             h = nn.functional.gelu(h) if i < len(self.convs) - 1 else h
         stemmed = embeddings + self.out(h)
         if self.summary is not None:
-            stemmed = stemmed + self.summary(input_ids, embeddings, placed, row, col)
+            stemmed = self.summary(input_ids, embeddings, placed, row, col, stemmed)
         return stemmed
 
 

@@ -81,3 +81,31 @@ def open_token_stores(sources: Sequence[DataSource]) -> TokenStores:
             )
         stores.append(TokenStore(source.token_store))
     return TokenStores(stores)
+
+
+def image_codes_and_reports(
+    sources: Sequence[DataSource], splits: Sequence[str], held_out_items: int | None = None
+) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """{split: ((n, grid, grid) image codes, their n reports)} over a recipe's data sources, for models
+    that read findings from codes. The train split comes from every source; held-out splits only from
+    the first (the world that evaluation scores), its first ``held_out_items`` records."""
+    stores = open_token_stores(sources)
+    grid = stores.config.grid_size
+    codes: dict[str, list[np.ndarray]] = {split: [] for split in splits}
+    reports: dict[str, list[str]] = {split: [] for split in splits}
+    for number, source in enumerate(sources):
+        for record in read_source(source):
+            if record.split not in codes:
+                continue
+            held_out = record.split != "train"
+            if held_out and (number > 0 or len(codes[record.split]) == held_out_items):
+                continue
+            # each source's own store: image ids need not be unique across worlds
+            codes[record.split].append(
+                np.asarray(stores.stores[number].get(record.image_id)).reshape(grid, grid)
+            )
+            reports[record.split].append(record.report)
+    for split in splits:
+        if not codes[split]:
+            raise BadInputError(sources[0].path, f"no {split} images", "give a recipe whose data has them")
+    return {split: (np.stack(codes[split]).astype(np.int64), reports[split]) for split in splits}
