@@ -6,7 +6,9 @@ Everything in the record is read from the run: parameters, steps and minutes fro
 training images from the recipe's data sources (train split), sha256 of both weight files. A run that
 continued another model (the recipe's ``model.base`` is an exported model folder) lists the whole chain
 under ``stages``, oldest first; steps and minutes are the chain's totals (a stage cut at a checkpoint,
-``stopped_at_step`` in its folder's ``llmcxr_train.json``, counts its minutes pro rata).
+``stopped_at_step`` in its folder's ``llmcxr_train.json``, counts its minutes pro rata). A stage whose run
+folder is gone but whose model was shipped before (restored from git into ``RUN/model``) brings the chain
+of its ``SHIPPED.json``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def training_chain(recipe: TrainRecipe, run: Path) -> list[dict]:
         )
     while base is not None and (Path(base) / "llmcxr_train.json").is_file():
         earlier = json.loads((Path(base) / "llmcxr_train.json").read_text())
+        run_folder = Path(earlier["output_dir"])
+        shipped = run_folder / "model" / "SHIPPED.json"
+        if not (run_folder / "train_log.json").is_file() and shipped.is_file():
+            # a model restored from an earlier ship (git history) without its run: its record has the chain
+            chain.extend(json.loads(shipped.read_text())["stages"][::-1])
+            break
         parent = earlier["model"].get("base")
         chain.append(stage(earlier["output_dir"], earlier.get("stopped_at_step"), parent))
         base = parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import math
@@ -383,7 +384,6 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
 def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
     """The stem's weights are saved beside the LM's in every checkpoint: a killed run resumes to
     the same weights, and a checkpoint exports as the model of its step, stem included."""
-    import dataclasses
 
     from llmcxr.model.grid_stem import GRID_STEM_WEIGHTS, GridStemConfig, grid_stem_of
     from llmcxr.training.trainer import export_checkpoint
@@ -410,7 +410,6 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
 
 
 def test_lora_run_with_checkpointing_and_a_grid_stem_exports_a_merged_plain_model(tmp_path):
-    import dataclasses
 
     from transformers import AutoModelForCausalLM
 
@@ -454,7 +453,6 @@ def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
 def test_row_markers_can_be_added_when_continuing_an_exported_model(tmp_path: Path):
     """``image_row_markers`` on a base without them: g new tokens after the image tokens, their rows
     initialised, every earlier row untouched."""
-    import dataclasses
 
     exported, (model, tokenizer, image_tokens) = _continue_exported(tmp_path, image_row_markers=True)
     g = image_tokens.grid_size
@@ -519,7 +517,6 @@ def test_memo_tokenizer_hands_out_copies_and_the_same_ids(tok):
 
 
 def test_mixture_draws_give_records_other_tasks_in_each_draw(tok, tmp_path):
-    import dataclasses
 
     from llmcxr.errors import BadInputError
     from llmcxr.training.trainer import build_datasets
@@ -549,6 +546,14 @@ def test_mixture_draws_give_records_other_tasks_in_each_draw(tok, tmp_path):
     assert draws[0] != draws[1] != draws[2]  # the same record gets other tasks in other draws
     with pytest.raises(BadInputError, match="mixture_draws"):
         dataclasses.replace(recipe, mixture_draws=0)
+
+
+def test_a_missing_vq_folder_stops_training_before_it_starts(tmp_path: Path) -> None:
+    # The export copies the VQ-GAN at the end: found missing there, a whole run would end unexported.
+    recipe = dataclasses.replace(_tiny_recipe(tmp_path, max_steps=2), vq_folder=tmp_path / "no-vq")
+    with pytest.raises(BadInputError, match="VQ-GAN folder not found"):
+        train_recipe(recipe, print_logs=False)
+    assert not Path(recipe.output_dir).exists()
 
 
 class _Clock:
@@ -589,7 +594,6 @@ def test_wall_time_schedule_warms_up_by_steps_and_decays_over_the_time_budget():
 
 
 def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
-    import dataclasses
     import json
 
     from llmcxr.training.trainer import TIME_BUDGET_FILE, TimeBudget, export_checkpoint

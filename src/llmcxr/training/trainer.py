@@ -558,6 +558,12 @@ def train(
     ``print_logs=False`` keeps the log lines off stdout (a progress bar shows them instead; they are
     still in train_log.json)."""
     output_dir = Path(recipe.output_dir)
+    if recipe.vq_folder is not None and not Path(recipe.vq_folder).is_dir():  # now, not after training
+        raise BadInputError(
+            recipe.vq_folder,
+            "VQ-GAN folder not found (the exported model carries a copy as vq/)",
+            "point vq_folder at a `llmcxr vq train` output, or leave it out",
+        )
     checkpoint = _last_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and print_logs:
         print(f"no checkpoint in {output_dir}: starting from the beginning")
@@ -622,8 +628,7 @@ def train(
     # Before export (a LoRA merge changes the weights on the main process only).
     digest = weights_sha256(trainer.accelerator.unwrap_model(trainer.model))
     atomic.write_text(output_dir / f"weights_sha256.rank{state.process_index}.txt", digest + "\n")
-    out = export_model(trainer, recipe, tokenizer, image_tokens)
-    if state.is_main_process:
+    if state.is_main_process:  # before the export: a failed export leaves the run's log behind
         atomic.write_json(
             output_dir / "train_log.json",
             {
@@ -632,4 +637,4 @@ def train(
                 "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
             },
         )
-    return out
+    return export_model(trainer, recipe, tokenizer, image_tokens)
