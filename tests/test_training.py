@@ -384,7 +384,6 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
 def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
     """The stem's weights are saved beside the LM's in every checkpoint: a killed run resumes to
     the same weights, and a checkpoint exports as the model of its step, stem included."""
-
     from llmcxr.model.grid_stem import GRID_STEM_WEIGHTS, GridStemConfig, grid_stem_of
     from llmcxr.training.trainer import export_checkpoint
 
@@ -410,7 +409,6 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
 
 
 def test_lora_run_with_checkpointing_and_a_grid_stem_exports_a_merged_plain_model(tmp_path):
-
     from transformers import AutoModelForCausalLM
 
     from llmcxr.model.grid_stem import GridStemConfig, grid_stem_of
@@ -453,7 +451,6 @@ def test_a_recipe_can_continue_an_exported_model(tmp_path: Path):
 def test_row_markers_can_be_added_when_continuing_an_exported_model(tmp_path: Path):
     """``image_row_markers`` on a base without them: g new tokens after the image tokens, their rows
     initialised, every earlier row untouched."""
-
     exported, (model, tokenizer, image_tokens) = _continue_exported(tmp_path, image_row_markers=True)
     g = image_tokens.grid_size
     assert len(tokenizer) == len(exported.tokenizer) + g
@@ -517,8 +514,6 @@ def test_memo_tokenizer_hands_out_copies_and_the_same_ids(tok):
 
 
 def test_mixture_draws_give_records_other_tasks_in_each_draw(tok, tmp_path):
-
-    from llmcxr.errors import BadInputError
     from llmcxr.training.trainer import build_datasets
 
     tokenizer, image_tokens, _ = tok
@@ -567,7 +562,6 @@ class _Clock:
 
 
 def test_wall_time_schedule_warms_up_by_steps_and_decays_over_the_time_budget():
-    from llmcxr.errors import BadInputError
     from llmcxr.training.trainer import wall_time_schedule
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
