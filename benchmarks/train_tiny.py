@@ -141,10 +141,11 @@ def throughput(recipe: TrainRecipe, rounds: int) -> dict:
     import torch
 
     from llmcxr.datasets.instructions import read_instructions
+    from llmcxr.training.data import corpus_texts
+    from llmcxr.training.model_setup import prepare_model
     from llmcxr.training.packing import RowCollator, pack_examples, single_rows
     from llmcxr.training.sources import open_token_stores, read_source
     from llmcxr.training.tasks import encode_samples, mix_tasks, select_stage
-    from llmcxr.training.trainer import corpus_texts, prepare_model
 
     torch.manual_seed(0)
     records = select_stage([r for s in recipe.data for r in read_source(s)], recipe.stage)

@@ -190,7 +190,7 @@ def test_cached_decoding_with_a_stem_equals_full_forward_passes(stem_folder):
 
 def test_recipes_add_keep_and_refuse_stems(tmp_path, stem_folder):
     from llmcxr.training import DataSource, ModelSpec, TrainRecipe
-    from llmcxr.training.trainer import apply_lora, prepare_model
+    from llmcxr.training.model_setup import apply_lora, prepare_model
 
     def recipe(base: Path, stem: GridStemConfig | None, **fields) -> TrainRecipe:
         return TrainRecipe(

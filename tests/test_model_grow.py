@@ -23,7 +23,7 @@ from llmcxr.generation.decode import cache_argument
 from llmcxr.model import grow_layers
 from llmcxr.model.grow import decoder_layers, new_layers_after
 from llmcxr.training import DataSource, ModelSpec, TrainRecipe
-from llmcxr.training.trainer import prepare_model
+from llmcxr.training.model_setup import prepare_model
 
 
 def _models():

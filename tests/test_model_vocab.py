@@ -18,7 +18,7 @@ from llmcxr.model import (
 )
 from llmcxr.prompt import CONTROL_TOKENS
 from llmcxr.training.config import LoraSpec, ModelSpec, TrainRecipe
-from llmcxr.training.trainer import apply_lora
+from llmcxr.training.model_setup import apply_lora
 
 
 @pytest.fixture(scope="module")

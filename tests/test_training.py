@@ -49,8 +49,8 @@ from llmcxr.training import (
     train_recipe,
 )
 from llmcxr.training.config import TASKS
+from llmcxr.training.model_setup import prepare_model
 from llmcxr.training.sources import image_codes_and_reports, read_source
-from llmcxr.training.trainer import prepare_model
 from llmcxr.vq import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,7 +385,7 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
     """The stem's weights are saved beside the LM's in every checkpoint: a killed run resumes to
     the same weights, and a checkpoint exports as the model of its step, stem included."""
     from llmcxr.model.grid_stem import GRID_STEM_WEIGHTS, GridStemConfig, grid_stem_of
-    from llmcxr.training.trainer import export_checkpoint
+    from llmcxr.training.export import export_checkpoint
 
     def stem_recipe(root: Path) -> TrainRecipe:
         recipe = _tiny_recipe(root, max_steps=4)
@@ -514,7 +514,7 @@ def test_memo_tokenizer_hands_out_copies_and_the_same_ids(tok):
 
 
 def test_mixture_draws_give_records_other_tasks_in_each_draw(tok, tmp_path):
-    from llmcxr.training.trainer import build_datasets
+    from llmcxr.training.data import build_datasets
 
     tokenizer, image_tokens, _ = tok
     records = _records(40)
@@ -562,7 +562,7 @@ class _Clock:
 
 
 def test_wall_time_schedule_warms_up_by_steps_and_decays_over_the_time_budget():
-    from llmcxr.training.trainer import wall_time_schedule
+    from llmcxr.training.loop import wall_time_schedule
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     clock = _Clock(seconds=100.0)
@@ -590,7 +590,8 @@ def test_wall_time_schedule_warms_up_by_steps_and_decays_over_the_time_budget():
 def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
     import json
 
-    from llmcxr.training.trainer import TIME_BUDGET_FILE, TimeBudget, export_checkpoint
+    from llmcxr.training.export import export_checkpoint
+    from llmcxr.training.loop import TIME_BUDGET_FILE, TimeBudget
 
     recipe = _tiny_recipe(tmp_path, max_steps=4)
     recipe = dataclasses.replace(
@@ -608,7 +609,7 @@ def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
 
 
 def test_per_task_losses_are_summed_as_by_indexing_the_scored_tokens():
-    from llmcxr.training.trainer import CXRTrainer
+    from llmcxr.training.loop import CXRTrainer
 
     torch.manual_seed(0)
     logits, labels = torch.randn(3, 20, 11), torch.randint(0, 11, (3, 20))

@@ -42,6 +42,6 @@ def export_checkpoint(
 ) -> None:
     """Export a run's checkpoint as a model folder (weights, tokenizer, image tokens, VQ-GAN, recipe),
     as the run's own export would be at that step; `stopped_at_step` in its llmcxr_train.json."""
-    from llmcxr.training.trainer import export_checkpoint as export
+    from llmcxr.training.export import export_checkpoint as export
 
     console.print(f"model folder: [bold]{export(checkpoint, out)}[/]")

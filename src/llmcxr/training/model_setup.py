@@ -1,0 +1,101 @@
+"""The language model to tune: a local base or a from-scratch one, with control and image tokens in its
+vocabulary (and a grid stem where the recipe asks), and LoRA on top where the recipe enables it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmcxr.errors import BadInputError
+from llmcxr.model.grid_stem import (
+    STEM_ATTRIBUTE,
+    GridStemConfig,
+    attach_grid_stem,
+    grid_stem_of,
+    load_grid_stem,
+)
+from llmcxr.model.grow import grow_layers
+from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
+from llmcxr.model.vocab import add_cxr_tokens, resize_for_tokenizer
+from llmcxr.prompt.dolly import CONTROL_TOKENS
+from llmcxr.training.config import TrainRecipe
+
+BASE_TOKENIZER_DIR = "base_tokenizer"  # the tokenizer before image tokens, kept for resume and ranks > 0
+
+
+def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, tokens_per_image: int):
+    """(model, tokenizer, image_tokens): the LM with control and image tokens in its vocabulary.
+
+    The base (pre-image-token) tokenizer is saved in output_dir once, by the main process, and
+    loaded from there by every other process and on resume: all ranks and restarts agree on ids.
+    """
+    base_dir = Path(recipe.output_dir) / BASE_TOKENIZER_DIR
+    with PartialState().main_process_first():
+        if not base_dir.is_dir():
+            if recipe.model.base is not None:
+                tokenizer = AutoTokenizer.from_pretrained(recipe.model.base)
+            else:
+                tokenizer = train_bpe_tokenizer(corpus, recipe.model.scratch.bpe_vocab_size)
+            tokenizer.save_pretrained(base_dir)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:  # dolly-v2 pads with the end-of-text token
+        tokenizer.pad_token = tokenizer.eos_token
+    old_size = len(tokenizer)
+    image_tokens = add_cxr_tokens(
+        tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS, row_markers=recipe.image_row_markers
+    )
+    if recipe.model.base is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
+        )
+        resize_for_tokenizer(model, tokenizer, old_size, seed=recipe.seed)
+        if recipe.model.grow_layers is not None:
+            grow_layers(model, recipe.model.grow_layers)
+    else:
+        model = build_scratch_model(recipe.model.scratch, len(tokenizer))
+        model.config._attn_implementation = recipe.model.attn_implementation
+    base_stem = GridStemConfig.load(recipe.model.base) if recipe.model.base is not None else None
+    if base_stem is not None:
+        if recipe.model.grid_stem not in (None, base_stem):
+            raise BadInputError(
+                "recipe",
+                f"model.grid_stem {recipe.model.grid_stem} differs from the base's ({base_stem})",
+                "leave model.grid_stem out to keep the base's stem",
+            )
+        load_grid_stem(model, image_tokens, recipe.model.base)
+    elif recipe.model.grid_stem is not None:
+        attach_grid_stem(model, image_tokens, recipe.model.grid_stem)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if recipe.gradient_checkpointing:
+        model.config.use_cache = False
+    return model, tokenizer, image_tokens
+
+
+def _module_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def apply_lora(model, recipe: TrainRecipe):
+    """peft LoRA on the linear layers; input and output embeddings trained in full (modules_to_save)
+    so the new image and control token rows learn. (peft's ``trainable_token_indices`` would train
+    only the new rows, but covers embedding layers only, not an untied output head such as GPT-NeoX's.)"""
+    from peft import LoraConfig, get_peft_model
+
+    spec = recipe.lora
+    keep = [_module_name(model, model.get_input_embeddings())]
+    if model.get_output_embeddings() is not None:
+        keep.append(_module_name(model, model.get_output_embeddings()))
+    if grid_stem_of(model) is not None:  # new weights: trained in full, like the new token rows
+        keep.append(STEM_ATTRIBUTE)
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules or "all-linear",
+        modules_to_save=keep,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
