@@ -2,10 +2,10 @@
 
     python benchmarks/eval_tiny.py            # -> benchmarks/results/eval_tiny.json
 
-Builds what is missing first, with the commands of ``recipes/tiny-synth.yaml``: the 3,000-image
+Builds what is missing first, with the commands of ``experiments/tiny-synth-stages/recipes/tiny-synth.yaml``: the 3,000-image
 64 px template world (seed 0: the one the model was trained on; its test split was never trained on)
 and a finding classifier trained on the world's train split with seed 1. Seed 1, not the seed-0
-classifier that the tokenizer's clinical loss used (recipes/vq/tiny-synth-clinical.yaml): agreement and
+classifier that the tokenizer's clinical loss used (experiments/tiny-synth-stages/recipes/vq/tiny-synth-clinical.yaml): agreement and
 preservation are scored by a network the model was not tuned against. Then ``llmcxr eval run``
 (resumable: a killed benchmark continues) and a summary of its ``eval.json``.
 """
@@ -67,7 +67,7 @@ def main() -> None:
     prepared = time.perf_counter() - started
 
     from llmcxr import atomic
-    from llmcxr.metrics.run import EvalRunConfig, run_evaluation
+    from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
 
     started = time.perf_counter()
     validate = dict(data=args.world, split="validate", limit=VALIDATION_ITEMS, classifier=args.classifier)

@@ -23,7 +23,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def cache_in_tmp(tmp_path_factory) -> Path:
-    """Caches that outlive a run (``llmcxr.metrics.run.cache_dir``) go to a temporary folder, not ~/.cache."""
+    """Caches that outlive a run (``llmcxr.evaluation.run_folder.cache_dir``) go to a temporary folder, not ~/.cache."""
     folder = tmp_path_factory.mktemp("llmcxr-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLMCXR_CACHE", str(folder))

@@ -13,18 +13,12 @@ from _tiny_lm import tiny_llmcxr_folder
 from llmcxr.cli import app
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.errors import BadInputError
+from llmcxr.evaluation.baselines import most_common_answers, train_tokens_cache
+from llmcxr.evaluation.files import evaluate_report_baselines, train_classifier_on_world
+from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
+from llmcxr.evaluation.run_folder import cache_dir, contiguous_batches, png_bytes
 from llmcxr.generation import LLMCXR, SamplingConfig
-from llmcxr.metrics.evaluate import evaluate_report_baselines, train_classifier_on_world
 from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
-from llmcxr.metrics.run import (
-    EvalRunConfig,
-    cache_dir,
-    contiguous_batches,
-    most_common_answers,
-    png_bytes,
-    run_evaluation,
-    train_tokens_cache,
-)
 from llmcxr.records import QA, CXRRecord
 from llmcxr.synth import build_world
 from llmcxr.vq import VQGAN

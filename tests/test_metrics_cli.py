@@ -195,7 +195,7 @@ def test_train_classifier_on_your_own_manifest(world, tmp_path) -> None:
     """Real data's route: a CSV of images and reports (labels by the rule labeler) or labels given
     outright; rows without a split are held out by patient for the validation AUROC."""
     from llmcxr.datasets.synthetic import read_synthetic_world
-    from llmcxr.metrics.evaluate import manifest_classifier_records
+    from llmcxr.evaluation.files import manifest_classifier_records
 
     records = read_synthetic_world(world)
     rows = [

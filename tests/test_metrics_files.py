@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmcxr.errors import BadInputError
-from llmcxr.metrics.prediction_files import pair_by_id, read_rows, report_text
+from llmcxr.evaluation.prediction_files import pair_by_id, read_rows, report_text
 from llmcxr.tables import row_labels
 
 

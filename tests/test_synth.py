@@ -15,7 +15,8 @@ from llmcxr.errors import BadInputError
 from llmcxr.findings import Mention, Side
 from llmcxr.reports import label_report
 from llmcxr.synth import FindingSpec, Lesion, Opacity, build_world, render_cxr, render_study
-from llmcxr.synth.anatomy import Canvas, draw_anatomy, sample_anatomy, sample_pose
+from llmcxr.synth.anatomy import Canvas, sample_anatomy, sample_pose
+from llmcxr.synth.scene import draw_anatomy
 from llmcxr.synth.templates import compose_report, sample_spec
 from llmcxr.synth.world import SourceReport, spec_from_report
 

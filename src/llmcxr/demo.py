@@ -2,7 +2,7 @@
 
 1. builds a small synthetic world of 64 px chest X-rays with template reports (``llmcxr.synth``);
 2. gets a model: by default the shipped ``checkpoints/llmcxr-tiny`` (trained by the project with
-   ``recipes/tiny-synth*.yaml``; the world is then drawn with another seed, so its images are new to
+   ``experiments/tiny-synth-stages/recipes/tiny-synth*.yaml``; the world is then drawn with another seed, so its images are new to
    the model); with ``train=True`` (or without the checkpoint) it encodes the world with the shipped
    tiny VQ-GAN (``checkpoints/vq-tiny``: 8x8 = 64 tokens, 512 codes) and trains the tiny LM from
    scratch with ``recipes/tiny-cpu.yaml``'s settings under a wall-clock cap;

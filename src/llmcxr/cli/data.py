@@ -78,7 +78,7 @@ def label(
 
     from rich.console import Console
 
-    from llmcxr.reports.sources import label_rows, read_reports, write_labels_jsonl
+    from llmcxr.datasets.report_files import label_rows, read_reports, write_labels_jsonl
 
     labeler = None
     if chexbert is not None:
@@ -112,8 +112,8 @@ def vqa(
 
     from rich.console import Console
 
+    from llmcxr.datasets.report_files import label_rows, read_reports
     from llmcxr.records import CXRRecord
-    from llmcxr.reports.sources import label_rows, read_reports
     from llmcxr.reports.vqa import generate_qa, qa_seed, write_vqa_jsonl
 
     rows = label_rows(read_reports(input), relabel=False)

@@ -1,5 +1,5 @@
 """`llmcxr eval ...` commands: score reports, images and VQA answers from files; train the finding
-classifier; `eval run`: generate on a split and score it all end to end (``llmcxr.metrics.run``)."""
+classifier; `eval run`: generate on a split and score it all end to end (``llmcxr.evaluation.run``)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def reports(
 ) -> None:
     """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes), language scores and, with
     --radgraph, RadGraph F1 of reports."""
-    from llmcxr.metrics.evaluate import evaluate_report_files
+    from llmcxr.evaluation.files import evaluate_report_files
     from llmcxr.metrics.radgraph import RadGraphModel
 
     graph = None if radgraph is None else RadGraphModel(radgraph, radgraph_type, radgraph_bert)
@@ -124,7 +124,7 @@ def images(
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
     """FID/KID in the classifier's features and finding agreement of generated images."""
-    from llmcxr.metrics.evaluate import evaluate_image_folders
+    from llmcxr.evaluation.files import evaluate_image_folders
 
     score_classes = [c.strip() for c in classes.split(",")] if classes else None
     result = evaluate_image_folders(
@@ -152,7 +152,7 @@ def vqa(
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
     """VQA accuracy overall and by question kind."""
-    from llmcxr.metrics.evaluate import evaluate_vqa_files
+    from llmcxr.evaluation.files import evaluate_vqa_files
 
     result = evaluate_vqa_files(pred, ref)
     rows: dict[str, object] = {"overall": result["accuracy"], "n": result["n"]}
@@ -173,7 +173,7 @@ def baselines(
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
     """CXR -> report baselines: the most common training report, nearest-neighbour retrieval."""
-    from llmcxr.metrics.evaluate import evaluate_report_baselines
+    from llmcxr.evaluation.files import evaluate_report_baselines
 
     result = evaluate_report_baselines(
         world, split, classifier, convention=_convention(uncertain), meteor=meteor
@@ -211,7 +211,7 @@ def preservation(
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
     """Finding preservation of the image tokenizer: classifier AUROC on originals vs VQ round trips."""
-    from llmcxr.metrics.evaluate import evaluate_finding_preservation
+    from llmcxr.evaluation.files import evaluate_finding_preservation
 
     score_classes = [c.strip() for c in classes.split(",")] if classes else None
     result = evaluate_finding_preservation(vq, world, classifier, split, score_classes)
@@ -237,7 +237,7 @@ def train_classifier(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Train the finding classifier used for finding agreement and FID/KID features."""
-    from llmcxr.metrics.evaluate import train_classifier_on_manifest, train_classifier_on_world
+    from llmcxr.evaluation.files import train_classifier_on_manifest, train_classifier_on_world
     from llmcxr.metrics.finding_classifier import ClassifierTrainConfig
 
     if (world is None) == (manifest is None):
@@ -294,7 +294,7 @@ def run(
     """End to end: generate for every task on a split, score beside the baselines, write eval.json/.md and plots.
 
     Resumable: rerun the same command after an interruption and it continues where it stopped."""
-    from llmcxr.metrics.run import EvalRunConfig, run_evaluation
+    from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
 
     _convention(uncertain)
     config = EvalRunConfig(

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmcxr.prompt.dolly import PromptParts
-from llmcxr.training.tasks import NULL_REPORT
+from llmcxr.prompt.dolly import NULL_REPORT, PromptParts
 
 # Report -> CXR scale with the best finding agreement on the synthetic validation split for the shipped
 # model (greedy tokens; benchmarks/results/eval_tiny.json, validation_sweep): the default of

@@ -8,9 +8,11 @@
 - ``vqa``: VQA accuracy by question kind on normalised answers.
 - ``reconstruction``: PSNR/SSIM of VQ round trips.
 - ``baselines``: most common report, nearest-neighbour retrieval, the mode token map.
-- ``evaluate``: the file-level evaluations the ``llmcxr eval`` commands run.
-- ``run``: ``llmcxr eval run``, generation on a split scored end to end beside the baselines;
-  ``plots`` draws its figures.
+- ``intervals``: bootstrap intervals over items, paired differences.
+- ``radgraph``: RadGraph F1 where the user has the RadGraph model.
+
+Scoring functions only: they take predictions and references and return numbers. The pipelines that
+load a model, generate and score (``llmcxr eval ...``) are ``llmcxr.evaluation``, above generation.
 """
 
 from llmcxr.metrics.baselines import (
@@ -27,14 +29,6 @@ from llmcxr.metrics.clinical import (
     clinical_efficacy,
     precision_recall_f1,
     score_report_labels,
-)
-from llmcxr.metrics.evaluate import (
-    evaluate_finding_preservation,
-    evaluate_image_folders,
-    evaluate_report_baselines,
-    evaluate_report_files,
-    evaluate_vqa_files,
-    train_classifier_on_world,
 )
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
@@ -53,12 +47,10 @@ from llmcxr.metrics.images import (
     finding_preservation,
 )
 from llmcxr.metrics.language import language_scores, tokenize_report
-from llmcxr.metrics.run import EvalRunConfig, run_evaluation
 from llmcxr.metrics.vqa import normalize_answer, vqa_accuracy
 
 __all__ = [
     "ClassifierTrainConfig",
-    "EvalRunConfig",
     "FindingClassifier",
     "FindingClassifierConfig",
     "FindingClassifierFeatures",
@@ -68,11 +60,6 @@ __all__ = [
     "binarize_labels",
     "chexpert_14_labels",
     "clinical_efficacy",
-    "evaluate_finding_preservation",
-    "evaluate_image_folders",
-    "evaluate_report_baselines",
-    "evaluate_report_files",
-    "evaluate_vqa_files",
     "fid_kid",
     "fid_kid_from_features",
     "finding_agreement",
@@ -85,11 +72,9 @@ __all__ = [
     "normalize_answer",
     "pixel_features",
     "precision_recall_f1",
-    "run_evaluation",
     "save_finding_classifier",
     "score_report_labels",
     "tokenize_report",
-    "train_classifier_on_world",
     "train_finding_classifier",
     "vqa_accuracy",
 ]

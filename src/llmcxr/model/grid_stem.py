@@ -4,7 +4,7 @@ The LM reads an image as a flat row-major run of codes; with rotary positions th
 is ``g`` (or ``g + 1`` with row markers) tokens back and nothing marks it as a neighbour. Small
 transformers over the flat codes read findings worse than a CNN over the grid (micro-F1-14 0.753 vs
 0.842 on the synthetic test split), and two masked 3x3 convolutions over the grid of code embeddings
-before them close most of that gap (0.830; ``benchmarks/token_reading_ceiling.py --stem``).
+before them close most of that gap (0.830; ``experiments/reading-ceiling/token_reading_ceiling.py --stem``).
 
 The stem does that for the LM: every placed image code's input embedding gets a residual from
 convolutions that see only the row above and the codes to its left (PixelCNN's type-B mask). That is

@@ -21,6 +21,9 @@ RESPONSE_KEY_NL = f"{RESPONSE_KEY}\n"
 # Dolly adds exactly these three as special tokens (dolly training/trainer.py ``load_tokenizer``).
 CONTROL_TOKENS: tuple[str, ...] = (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY_NL)
 IMAGE_PLACEHOLDER = "<image>"
+# The unconditional input of classifier-free guidance: no report (report -> CXR), no image (CXR -> report).
+# Training drops the input to it; generation builds the unconditional twin of each prompt with it.
+NULL_REPORT = ""
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from llmcxr.reports.chexbert import CheXbertLabeler, convert_chexbert
 from llmcxr.reports.labeler import FindingMention, LabeledReport, Labeler, RuleLabeler, label_report
 from llmcxr.reports.sections import ReportSections, clean_report_text, parse_mimic_report
-from llmcxr.reports.sources import ReportRow, label_rows, read_reports, write_labels_jsonl
 from llmcxr.reports.vqa import generate_qa, qa_seed, read_vqa_jsonl, write_vqa_jsonl
 
 __all__ = [
@@ -11,18 +10,14 @@ __all__ = [
     "FindingMention",
     "LabeledReport",
     "Labeler",
-    "ReportRow",
     "ReportSections",
     "RuleLabeler",
     "clean_report_text",
     "convert_chexbert",
     "generate_qa",
     "label_report",
-    "label_rows",
     "parse_mimic_report",
     "qa_seed",
-    "read_reports",
     "read_vqa_jsonl",
-    "write_labels_jsonl",
     "write_vqa_jsonl",
 ]

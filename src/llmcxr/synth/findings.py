@@ -22,10 +22,8 @@ import numpy as np
 
 from llmcxr.findings import Side
 from llmcxr.synth.anatomy import (
-    SIDES,
     Anatomy,
     Canvas,
-    Scene,
     hemithorax,
     lung_mask,
     patches,
@@ -34,6 +32,7 @@ from llmcxr.synth.anatomy import (
     side_sign,
     wall_half_width,
 )
+from llmcxr.synth.scene import SIDES, Scene
 
 ZONES = ("upper", "middle", "lower")
 

@@ -17,7 +17,8 @@ from scipy import ndimage
 from llmcxr.errors import BadInputError
 from llmcxr.findings import Side
 from llmcxr.synth import findings as draw
-from llmcxr.synth.anatomy import Anatomy, Canvas, Pose, draw_anatomy, sample_anatomy, sample_pose
+from llmcxr.synth.anatomy import Anatomy, Canvas, Pose, sample_anatomy, sample_pose
+from llmcxr.synth.scene import draw_anatomy
 
 MIN_SIZE, MAX_SIZE = 32, 1024
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 
 from llmcxr.datasets.instructions import Instruction
 from llmcxr.model.vocab import ImageTokenMap
-from llmcxr.prompt.dolly import IMAGE_PLACEHOLDER, PromptParts
+from llmcxr.prompt.dolly import IMAGE_PLACEHOLDER, NULL_REPORT, PromptParts
 from llmcxr.prompt.examples import Example, Field, encode_parts
 from llmcxr.prompt.phrasings import PHRASINGS
 from llmcxr.records import CXRRecord
 from llmcxr.training.config import TASKS, Mixture
 
 FRONTAL_VIEWS = ("PA", "AP")
-NULL_REPORT = ""  # the unconditional input: no report (report -> CXR), no image (CXR -> report)
 
 
 @dataclass
