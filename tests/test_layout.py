@@ -166,3 +166,13 @@ def test_link_checker_finds_paths_and_misses() -> None:
 @pytest.mark.parametrize("document", documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_repository_paths_in_docs_resolve(document: Path) -> None:
     assert missing_paths(document) == []
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: p.name)
+def test_user_recipes_say_what_they_are_for(recipe: Path) -> None:
+    header = []
+    for line in recipe.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert len(header) >= 2, f"{recipe}: a header of comment lines saying what it is for and what it needs"
