@@ -53,9 +53,38 @@ def radgraph_f1(
         raise BadInputError(
             "reports", f"{len(predictions)} predictions for {len(references)} references", "pair them by id"
         )
+    with staged_radgraph(model) as cache, contextlib.redirect_stdout(io.StringIO()):  # it prints its device
+        from radgraph import F1RadGraph
+
+        scorer = F1RadGraph(reward_level="all", model_type=model.model_type, model_cache_dir=cache)
+        means, per_pair, _, _ = scorer(refs=list(references), hyps=list(predictions))
+    return {
+        "model_type": model.model_type,
+        "folder": str(model.folder),
+        "n": len(predictions),
+        "radgraph_f1": float(means[1]),
+        **{level: float(value) for level, value in zip(LEVELS, means, strict=True)},
+        "per_report": [dict(zip(LEVELS, scores, strict=True)) for scores in zip(*per_pair, strict=True)],
+    }
+
+
+def radgraph_annotations(reports: Sequence[str], model: RadGraphModel) -> list[dict]:
+    """Each report's RadGraph annotation, ``{"entities": {id: {"tokens", "label", "relations"}}}``,
+    as ``radgraph.RadGraph`` writes it (an empty report: no entities)."""
+    with staged_radgraph(model) as cache, contextlib.redirect_stdout(io.StringIO()):
+        from radgraph import RadGraph
+
+        annotations = RadGraph(model_type=model.model_type, model_cache_dir=cache)(list(reports))
+    return [annotations.get(str(number), {"entities": {}}) for number in range(len(reports))]
+
+
+@contextlib.contextmanager
+def staged_radgraph(model: RadGraphModel):
+    """A temporary cache folder laid out as the package reads it (``<cache>/<model_type>/``), its
+    config naming the local BERT, while transformers' tokenizers carry the methods the package calls."""
     config = _model_config(model)
     try:
-        from radgraph import F1RadGraph
+        import radgraph  # noqa: F401
     except ImportError as error:
         raise BadInputError(
             "radgraph", f"the radgraph package is not importable ({error})", 'pip install "llmcxr[radgraph]"'
@@ -66,24 +95,14 @@ def radgraph_f1(
         config["model"]["embedder"]["token_embedders"],
     ):
         section["bert"]["model_name"] = str(bert)  # a path: transformers loads it without the network
-    with tempfile.TemporaryDirectory() as cache:  # the package reads <cache>/<model_type>/
+    with tempfile.TemporaryDirectory() as cache:
         staged = Path(cache) / model.model_type
         staged.mkdir()
         for name in ("weights.th", "vocabulary"):
             (staged / name).symlink_to((Path(model.folder) / name).resolve())
         (staged / "config.json").write_text(json.dumps(config), encoding="utf-8")
-        # it prints its device and model type
-        with tokenizer_methods_radgraph_calls(), contextlib.redirect_stdout(io.StringIO()):
-            scorer = F1RadGraph(reward_level="all", model_type=model.model_type, model_cache_dir=cache)
-            means, per_pair, _, _ = scorer(refs=list(references), hyps=list(predictions))
-    return {
-        "model_type": model.model_type,
-        "folder": str(model.folder),
-        "n": len(predictions),
-        "radgraph_f1": float(means[1]),
-        **{level: float(value) for level, value in zip(LEVELS, means, strict=True)},
-        "per_report": [dict(zip(LEVELS, scores, strict=True)) for scores in zip(*per_pair, strict=True)],
-    }
+        with tokenizer_methods_radgraph_calls():
+            yield cache
 
 
 @contextlib.contextmanager

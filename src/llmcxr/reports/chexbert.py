@@ -94,6 +94,23 @@ class CheXbertLabeler:
     )  # fmt: skip
     _CLASS = {1: Mention.POSITIVE, 2: Mention.NEGATIVE, 3: Mention.UNCERTAIN}
 
+    def embed(self, reports: list[str]):
+        """(N, hidden) float32 numpy: each report's [CLS] state, the vector SembScore compares.
+
+        As CXR-Report-Metric's ``CheXbert/src/encode.py``: whitespace runs (newlines too) become one
+        space, at most 512 tokens, an empty report is just [CLS] [SEP]."""
+        import numpy as np
+        import torch
+
+        rows = []
+        with torch.inference_mode():
+            for text in reports:
+                batch = self.tokenizer(
+                    " ".join(str(text).split()), truncation=True, max_length=512, return_tensors="pt"
+                ).to(self.device)
+                rows.append(self.bert(**batch).last_hidden_state[0, 0].float().cpu().numpy())
+        return np.stack(rows) if rows else np.zeros((0, self.bert.config.hidden_size), np.float32)
+
     def label(self, reports: list[str]) -> list[LabeledReport]:
         import torch
 
