@@ -104,8 +104,8 @@ def prdc_scores(
             f"the prdc package is not importable ({error}): pip install 'llmcxr[protocols]'"
         ) from error
     reference, generated = np.asarray(reference, np.float64), np.asarray(generated, np.float64)
-    if min(len(reference), len(generated)) <= k:
-        raise BadInputError("images", f"PRDC with k = {k} needs more than {k} images per side")
+    if min(len(reference), len(generated)) < k + 2:  # prdc reads each side's (k+1)-th smallest distance
+        raise BadInputError("images", f"PRDC with k = {k} needs more than {k + 1} images per side")
     scores = compute_prdc(real_features=reference, fake_features=generated, nearest_k=k)
     return {name: float(value) for name, value in scores.items()} | {"k": k}
 
