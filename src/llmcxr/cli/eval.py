@@ -61,8 +61,21 @@ def reports(
     pred: Path = typer.Option(
         ..., "--pred", help="Generated reports: JSONL or CSV with an id and a report column."
     ),
-    ref: Path = typer.Option(..., "--ref", help="Reference reports, same layout; rows matched by id."),
+    ref: Path | None = typer.Option(
+        None,
+        "--ref",
+        help="Reference reports, same layout; rows matched by id (none: --pred is ReXrank JSON).",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
+    protocol: str = typer.Option(
+        "llmcxr", help="llmcxr (CheXpert F1 + language scores) or rexrank (ReXrank's metric set)."
+    ),
+    bertscore: Path | None = typer.Option(
+        None, help="rexrank: local distilroberta-base folder for BERTScore."
+    ),
+    ratescore_ner: Path | None = typer.Option(None, help="rexrank: local RaTE-NER-Deberta folder."),
+    ratescore_encoder: Path | None = typer.Option(None, help="rexrank: local BioLORD-2023-C folder."),
+    green: Path | None = typer.Option(None, help="rexrank: local GREEN judge LM folder."),
     uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
     meteor: bool = typer.Option(True, help="Score METEOR (needs java; reported missing otherwise)."),
     chexbert: Path | None = typer.Option(
@@ -81,11 +94,31 @@ def reports(
     ),
 ) -> None:
     """Clinical efficacy (CheXpert F1, micro/macro, 14 and 5 classes), language scores and, with
-    --radgraph, RadGraph F1 of reports."""
-    from llmcxr.evaluation.files import evaluate_report_files
+    --radgraph, RadGraph F1 of reports. --protocol rexrank: the ReXrank metric set instead, each
+    learned metric run from the local weights given and listed as not run without them."""
     from llmcxr.metrics.radgraph import RadGraphModel
 
     graph = None if radgraph is None else RadGraphModel(radgraph, radgraph_type, radgraph_bert)
+    if protocol == "rexrank":
+        from llmcxr.metrics.protocols import ReXrankWeights
+
+        weights = ReXrankWeights(
+            bertscore=bertscore,
+            chexbert=chexbert,
+            chexbert_bert=bert_folder,
+            radgraph=graph,
+            ratescore_ner=ratescore_ner,
+            ratescore_encoder=ratescore_encoder,
+            green=green,
+        )
+        _protocol_report("rexrank", _rexrank(pred, ref, weights), out)
+        return
+    if protocol != "llmcxr":
+        raise typer.BadParameter("--protocol must be llmcxr or rexrank")
+    if ref is None:
+        raise typer.BadParameter("--ref is needed unless --protocol rexrank reads a ReXrank prediction JSON")
+    from llmcxr.evaluation.files import evaluate_report_files
+
     result = evaluate_report_files(
         pred, ref, _labeler(chexbert, bert_folder), _convention(uncertain), meteor, radgraph=graph
     )
@@ -104,13 +137,32 @@ def reports(
     _write(result, out)
 
 
+def _rexrank(pred: Path, ref: Path | None, weights) -> dict:
+    from llmcxr.evaluation.protocols import evaluate_reports_rexrank
+
+    return evaluate_reports_rexrank(pred, ref, weights)
+
+
+def _protocol_report(name: str, result: dict, out: Path | None) -> None:
+    from llmcxr.evaluation.protocols import protocol_rows
+
+    values, not_run = protocol_rows(result)
+    console.print(_table(f"{name} protocol", values))
+    for metric, reason in not_run.items():
+        console.print(f"[yellow]{metric} not run:[/] {reason}")
+    _write(result, out)
+
+
 @app.command("images")
 def images(
     generated: Path = typer.Option(..., "--generated", help="Folder (or manifest) of generated images."),
     reference: Path = typer.Option(..., "--reference", help="Folder (or manifest) of reference images."),
-    classifier: Path = typer.Option(
-        ..., "--classifier", help="Finding classifier folder (llmcxr eval train-classifier)."
+    classifier: Path | None = typer.Option(
+        None, "--classifier", help="Finding classifier folder (llmcxr eval train-classifier)."
     ),
+    protocol: str = typer.Option("llmcxr", help="llmcxr (classifier FID/KID, agreement) or chexgenbench."),
+    rad_dino: Path | None = typer.Option(None, help="chexgenbench: local microsoft/rad-dino folder."),
+    inception: Path | None = typer.Option(None, help="chexgenbench: FID Inception weights file."),
     labels: Path | None = typer.Option(
         None,
         "--labels",
@@ -123,7 +175,17 @@ def images(
     uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
-    """FID/KID in the classifier's features and finding agreement of generated images."""
+    """FID/KID in the classifier's features and finding agreement of generated images; --protocol
+    chexgenbench: FD/KD in RAD-DINO features, PRDC, Inception FID where its weights are given."""
+    if protocol == "chexgenbench":
+        from llmcxr.evaluation.protocols import evaluate_images_chexgenbench
+
+        _protocol_report(
+            "chexgenbench", evaluate_images_chexgenbench(generated, reference, rad_dino, inception), out
+        )
+        return
+    if protocol != "llmcxr" or classifier is None:
+        raise typer.BadParameter("--protocol llmcxr needs --classifier; the other protocol is chexgenbench")
     from llmcxr.evaluation.files import evaluate_image_folders
 
     score_classes = [c.strip() for c in classes.split(",")] if classes else None
@@ -345,3 +407,21 @@ def run(
     console.print(
         f"{result['timings']['this_run_s']['total']:.1f} s; wrote {out / 'eval.json'}, {out / 'eval.md'}"
     )
+
+
+@app.command("rexrank-submission")
+def rexrank_submission(
+    test: Path = typer.Option(..., "--test", help="ReXrank's test JSON (e.g. ReXRank_MIMICCXR_test.json)."),
+    pred: Path = typer.Option(
+        ..., "--pred", help="Generated reports: JSONL or CSV with a study id and a report."
+    ),
+    out: Path = typer.Option(..., "--out", help="The submission JSON to write."),
+) -> None:
+    """Write generated reports into ReXrank's prediction format (the test JSON + model_prediction)."""
+    from llmcxr.datasets.rexrank import write_rexrank_predictions
+    from llmcxr.evaluation.prediction_files import report_text, rows_by_id
+    from llmcxr.tables import read_rows
+
+    rows = rows_by_id(read_rows(pred), pred)
+    write_rexrank_predictions(test, {study: report_text(row, pred) for study, row in rows.items()}, out)
+    console.print(f"wrote {out}: {len(rows)} predictions")

@@ -50,7 +50,7 @@ def chexgenbench_pixels(path: str | Path) -> np.ndarray:
         gray = (np.clip(load_image(path), 0, 1) * 255).astype(np.uint8)
         rgb = Image.fromarray(gray).convert("RGB").resize((RESIZE, RESIZE), Image.BILINEAR)
     # ToTensor (/255 in float32) then * 255 and .to(uint8): a truncating round trip, kept as there
-    return torch.from_numpy(np.asarray(rgb)).float().div(255).mul(255).to(torch.uint8).numpy()
+    return torch.from_numpy(np.array(rgb)).float().div(255).mul(255).to(torch.uint8).numpy()
 
 
 class RadDinoFeatures(nn.Module):
