@@ -317,8 +317,28 @@ def train_classifier(
 
 @app.command("run")
 def run(
-    model: Path = typer.Option(..., "--model", "-m", help="Model folder written by `llmcxr train`."),
-    data: Path = typer.Option(..., "--data", help="Synthetic world folder (llmcxr data synth)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Model folder written by `llmcxr train`."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="Synthetic world folder; with --source: a manifest, MIMIC-CXR-JPG root or IU reports.",
+    ),
+    source: str = typer.Option(
+        "synthetic",
+        help="synthetic (a world), or real data: manifest, mimic, iu (reports scored by ReXrank).",
+    ),
+    iu_split: Path | None = typer.Option(None, help="iu: R2Gen's split file (annotation.json)."),
+    images: Path | None = typer.Option(
+        None, help="iu: the IU X-ray images folder (without it: reports only)."
+    ),
+    bertscore: Path | None = typer.Option(
+        None, help="real data: local distilroberta-base folder (BERTScore)."
+    ),
+    chexbert: Path | None = typer.Option(
+        None, help="real data: CheXbert .safetensors (SembScore, CheXbert F1)."
+    ),
+    bert_folder: Path | None = typer.Option(None, help="real data: bert-base-uncased folder for --chexbert."),
+    radgraph: Path | None = typer.Option(None, help="real data: extracted RadGraph model folder."),
     out: Path = typer.Option(..., "--out", help="Folder for generated items, eval.json, eval.md and plots."),
     split: str = typer.Option("test", help="World split to generate for and score."),
     classifier: Path | None = typer.Option(
@@ -355,7 +375,15 @@ def run(
 ) -> None:
     """End to end: generate for every task on a split, score beside the baselines, write eval.json/.md and plots.
 
-    Resumable: rerun the same command after an interruption and it continues where it stopped."""
+    Resumable: rerun the same command after an interruption and it continues where it stopped.
+    --source manifest|mimic|iu: real CXRs and reports, the model's reports and the baselines scored by
+    the ReXrank protocol (``llmcxr.evaluation.real_data``)."""
+    if source != "synthetic":
+        _run_real(source, data, out, model, split, limit, iu_split, images, batch_size, max_report_tokens,
+                  bertscore, chexbert, bert_folder, radgraph)  # fmt: skip
+        return
+    if model is None:
+        raise typer.BadParameter("--model is needed on a synthetic world")
     from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
 
     _convention(uncertain)
@@ -407,6 +435,36 @@ def run(
     console.print(
         f"{result['timings']['this_run_s']['total']:.1f} s; wrote {out / 'eval.json'}, {out / 'eval.md'}"
     )
+
+
+def _run_real(
+    source, data, out, model, split, limit, iu_split, images, batch_size, max_tokens, *weights
+) -> None:
+    from llmcxr.evaluation.real_data import RealEvalConfig, run_real_evaluation
+    from llmcxr.metrics.protocols import ReXrankWeights
+    from llmcxr.metrics.radgraph import RadGraphModel
+
+    bertscore, chexbert, bert_folder, radgraph = weights
+    config = RealEvalConfig(
+        data=data, out=out, source=source, model=model, split=split, iu_split=iu_split, images=images,
+        limit=limit, batch_size=batch_size, max_report_tokens=max_tokens,
+        weights=ReXrankWeights(
+            bertscore=bertscore, chexbert=chexbert, chexbert_bert=bert_folder,
+            radgraph=RadGraphModel(radgraph) if radgraph else None,
+        ),
+    )  # fmt: skip
+    result = run_real_evaluation(config)
+    table = Table(title=f"eval run ({source}): {result['n_test']} {split} studies, {result['n_train']} train")
+    for column in ("system", "BLEU-2", "rules micro-F1-14 (u+)", "not run"):
+        table.add_column(column)
+    for name, scores in result["systems"].items():
+        skipped = [m for m, entry in scores["metrics"].items() if entry.get("not_run")]
+        f1 = scores["rule_labeler_f1"]["uncertain_positive"]["micro_f1_14"]
+        table.add_row(name, f"{scores['metrics']['bleu2']['value']:.3f}", f"{f1:.3f}", ", ".join(skipped))
+    console.print(table)
+    for name, reason in result["not_run"].items():
+        console.print(f"[yellow]{name} not run:[/] {reason}")
+    console.print(f"{result['timings']['total_s']:.1f} s; wrote {out / 'eval.json'}")
 
 
 @app.command("rexrank-submission")
