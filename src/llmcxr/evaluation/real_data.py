@@ -80,9 +80,8 @@ def load_real_records(config: RealEvalConfig) -> list[CXRRecord]:
             raise BadInputError(
                 config.data, "IU X-ray needs its split file", "give --iu-split (R2Gen annotation.json)"
             )
-        records = iu_records(config.data, config.images, config.iu_split, label=False)
-        for record in records:
-            record.image_path = record.image_path if config.images is not None else None
+        # the standard split only: reports R2Gen left out (no usable image pair) are not drawn into any split
+        records = [r for r in iu_records(config.data, config.images, config.iu_split, label=False) if r.split]
     else:
         raise BadInputError("source", f"{config.source!r} is not one of {SOURCES}")
     _hashed_split(records, config.test_fraction)
