@@ -33,7 +33,13 @@ from llmcxr.generation.guidance import Guidance, unconditional_parts
 from llmcxr.generation.likelihood import response_log_likelihood
 from llmcxr.imaging import load_cxr, to_pil
 from llmcxr.model import LLMCXRFolder, load_llmcxr_folder
-from llmcxr.prompt import IMAGE_GENERATION, IMAGE_PLACEHOLDER, REPORT_GENERATION, PromptParts, encode_parts
+from llmcxr.prompt import (
+    IMAGE_PLACEHOLDER,
+    PromptParts,
+    encode_parts,
+    image_response_frame,
+    phrasings_for,
+)
 
 Progress = Callable[[int], None]  # called with the number of inputs finished after each batch
 
@@ -122,7 +128,13 @@ class LLMCXR:
         self.tokenizer = loaded.tokenizer
         self.image_tokens = loaded.image_tokens
         self.train_config = loaded.train_config  # the recipe it was trained with ({} if unknown)
+        self.defaults = loaded.generation  # the folder's recommended settings: used where a call gives none
+        phrasings = phrasings_for(self.image_tokens.prompt_layout)
+        self.report_instruction = self.defaults.report_instruction or phrasings["report_generation"][0]
+        self.image_instruction = self.defaults.image_instruction or phrasings["image_generation"][0]
         self.special = SpecialIds.from_tokenizer(self.tokenizer)
+        # what the prompt layout writes around an image block in a response (forced when drawing)
+        self.image_opening, self.image_closing = image_response_frame(self.tokenizer, self.image_tokens)
         self.vq = vq
         if vq is not None and (
             vq.cfg.codebook_size != self.image_tokens.codebook_size
@@ -155,6 +167,11 @@ class LLMCXR:
     def device(self) -> torch.device:
         return self.model.device
 
+    def default_sampling(self) -> SamplingConfig:
+        """Sampling as the model folder recommends (``llmcxr.model.GenerationDefaults``)."""
+        d = self.defaults
+        return SamplingConfig(do_sample=d.do_sample, temperature=d.temperature, top_p=d.top_p, top_k=d.top_k)
+
     # --- pieces -------------------------------------------------------------------------------
 
     def _require_vq(self):
@@ -168,7 +185,8 @@ class LLMCXR:
     def encode_images(self, images: Sequence[Any]) -> np.ndarray:
         """Image sources (paths, PIL, numpy, DICOM) -> VQ codes (B, tokens_per_image) int64."""
         vq = self._require_vq()
-        pixels = torch.stack([load_cxr(image, vq.cfg.resolution) for image in images]).to(self.device)
+        size, pipeline = vq.cfg.resolution, vq.cfg.preprocessing
+        pixels = torch.stack([load_cxr(image, size, pipeline=pipeline) for image in images]).to(self.device)
         return vq.encode(pixels).reshape(len(images), -1).cpu().numpy()
 
     @torch.no_grad()
@@ -192,7 +210,7 @@ class LLMCXR:
         """log p(report | image) for each pair: how likely the model's CXR -> report direction finds
         ``reports[i]`` (and the ``### End`` after it) as the report of the image with VQ codes
         ``image_tokens[i]`` ((B, g, g) or (B, tokens_per_image); ``encode_images`` gives them)."""
-        parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER, r) for r in reports]
+        parts = [PromptParts(instruction or self.report_instruction, IMAGE_PLACEHOLDER, r) for r in reports]
         return self._response_log_likelihood(parts, image_tokens, "input", batch_size)
 
     def image_log_likelihood(
@@ -205,7 +223,7 @@ class LLMCXR:
         """log p(image | report) for each pair: how likely the model's report -> CXR direction finds the
         image with VQ codes ``image_tokens[i]`` (and the ``### End`` after it) as the picture of
         ``reports[i]``. The reverse of ``report_log_likelihood``."""
-        parts = [PromptParts(instruction or IMAGE_GENERATION[0], r, IMAGE_PLACEHOLDER) for r in reports]
+        parts = [PromptParts(instruction or self.image_instruction, r, IMAGE_PLACEHOLDER) for r in reports]
         return self._response_log_likelihood(parts, image_tokens, "response", batch_size)
 
     def _response_log_likelihood(
@@ -255,7 +273,7 @@ class LLMCXR:
     ) -> list[TextResult]:
         """Row i samples with seed ``sampling.seed + i``; with k candidates, its draft c with seed
         ``(sampling.seed + i) * k + c`` and the best draft by ``_best_reports`` is kept."""
-        sampling = sampling or SamplingConfig()
+        sampling = sampling or self.default_sampling()
         results: list[TextResult] = []
         for rows in _chunks(len(parts), max(1, batch_size // candidates)):
             start = time.perf_counter()
@@ -309,10 +327,11 @@ class LLMCXR:
         sampling: SamplingConfig | None = None,
         batch_size: int = 16,
         progress: Progress | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         candidates: int = 1,
     ) -> TextResult | list[TextResult]:
-        """CXR -> report. ``images``: one image source or a list of them.
+        """CXR -> report. ``images``: one image source or a list of them. ``instruction``, ``sampling``
+        and ``guidance_scale`` default to the model folder's recommendation (``self.defaults``).
 
         ``guidance_scale`` s > 1 applies classifier-free guidance against the same prompt with no
         image: words the image makes more likely than the average report get weight s. It needs a
@@ -323,7 +342,9 @@ class LLMCXR:
         report -> CXR direction finds the image most likely (``image_log_likelihood``): a draft that
         leaves out a finding the image shows explains the image worse. The mirror of
         ``generate_image(..., candidates=k)``; it needs sampling and costs about k times the time."""
-        sampling = sampling or SamplingConfig()
+        sampling = sampling or self.default_sampling()
+        if guidance_scale is None:
+            guidance_scale = self.defaults.report_guidance_scale
         if candidates < 1:
             raise BadInputError("candidates", f"must be at least 1, got {candidates}")
         if candidates > 1 and not sampling.do_sample:
@@ -341,7 +362,7 @@ class LLMCXR:
                 stacklevel=2,
             )
         items, single = _as_list(images)
-        parts = [PromptParts(instruction or REPORT_GENERATION[0], IMAGE_PLACEHOLDER) for _ in items]
+        parts = [PromptParts(instruction or self.report_instruction, IMAGE_PLACEHOLDER) for _ in items]
         results = self._run_text(parts, items, sampling, batch_size, progress, guidance_scale, candidates)
         return results[0] if single else results
 
@@ -385,7 +406,7 @@ class LLMCXR:
     def generate_image(
         self,
         reports: str | Sequence[str],
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         n: int = 1,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
@@ -412,12 +433,14 @@ class LLMCXR:
             raise BadInputError("n", f"must be at least 1, got {n}")
         if candidates < 1:
             raise BadInputError("candidates", f"must be at least 1, got {candidates}")
-        sampling = replace(sampling or SamplingConfig(), seed=seed)
+        sampling = replace(sampling or self.default_sampling(), seed=seed)
+        if guidance_scale is None:
+            guidance_scale = self.defaults.image_guidance_scale
         if candidates > 1 and not sampling.do_sample:
             raise BadInputError(
                 "candidates", f"{candidates} greedy draws are all the same image", "sample (top-p) instead"
             )
-        instruction = instruction or IMAGE_GENERATION[0]
+        instruction = instruction or self.image_instruction
         texts = [report for report in items for _ in range(n)]
         uncond = self.prompt_ids(unconditional_parts(instruction))
         results: list[ImageResult] = []
@@ -432,9 +455,15 @@ class LLMCXR:
                 prompts,
                 self.special,
                 sampling=sampling,
-                max_new_tokens=self.image_tokens.block_length + 1,
+                max_new_tokens=len(self.image_opening)
+                + self.image_tokens.block_length
+                + len(self.image_closing),
                 guidance=guidance,
-                make_processors=lambda width: [ImageTokenConstraint(self.image_tokens, self.special, width)],
+                make_processors=lambda width: [
+                    ImageTokenConstraint(
+                        self.image_tokens, self.special, width, self.image_opening, self.image_closing
+                    )
+                ],
                 seeds=[(seed + i) * candidates + c for i in rows for c in range(candidates)],
             )
             timings.prefill_s, timings.decode_s, timings.new_tokens = (
@@ -443,7 +472,9 @@ class LLMCXR:
                 sum(out.new_tokens),
             )
             g = self.vq.cfg.grid_size
-            codes = self.image_tokens.block_codes(np.asarray(out.tokens, dtype=np.int64)).reshape(-1, g, g)
+            start = len(self.image_opening)
+            blocks = np.asarray([t[start : start + self.image_tokens.block_length] for t in out.tokens])
+            codes = self.image_tokens.block_codes(blocks.astype(np.int64)).reshape(-1, g, g)
             scores: list[float | None] = [None] * len(rows)
             if candidates > 1:
                 start = time.perf_counter()

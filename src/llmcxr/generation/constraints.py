@@ -13,6 +13,7 @@ and top-p/top-k only ever remove further candidates, so the allowed set can neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,25 +71,47 @@ def _keep_only(scores: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 class ImageTokenConstraint(LogitsProcessor):
-    """Image mode: exactly one image block, then ``### End``, then end-of-text.
+    """Image mode: the layout's opening ids, exactly one image block, the closing ids (ending with
+    ``### End``), then end-of-text.
 
-    Generation step t (0-based, counted from ``prompt_length``, the padded prompt width), N the
-    block length: t < N only ids ``first_id .. last_id`` (or the row's marker where one opens a row:
-    ``ImageTokenMap.block_allowed``); t == N only ``### End``; t > N only end-of-text (a caller that
-    keeps going past the stop token gets filler, never another image token).
+    Generation step t (0-based, counted from ``prompt_length``, the padded prompt width), O the
+    opening and N the block length: t < O only ``opening[t]`` (the official layout's ``<``); then
+    N steps of ids ``first_id .. last_id`` (or the row's marker where one opens a row:
+    ``ImageTokenMap.block_allowed``); then ``closing`` one by one (``llmcxr.prompt.image_response_frame``
+    gives both); then only end-of-text (a caller that keeps going past the stop token gets filler,
+    never another image token). The default closing is ``### End`` alone.
     """
 
-    def __init__(self, image_tokens: ImageTokenMap, special: SpecialIds, prompt_length: int) -> None:
+    def __init__(
+        self,
+        image_tokens: ImageTokenMap,
+        special: SpecialIds,
+        prompt_length: int,
+        opening: Sequence[int] = (),
+        closing: Sequence[int] | None = None,
+    ) -> None:
         self.image_tokens = image_tokens
         self.special = special
         self.prompt_length = prompt_length
+        self.opening = list(opening)
+        self.closing = list(closing) if closing is not None else [special.end]
+
+    @property
+    def length(self) -> int:
+        """Tokens of the whole response, the closing ``### End`` included."""
+        return len(self.opening) + self.image_tokens.block_length + len(self.closing)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length  # input_ids: (B, prompt_length + step)
+        if step < len(self.opening):
+            forced = self.opening[step]
+            return _keep_only(scores, forced, forced + 1)
+        step -= len(self.opening)
         n = self.image_tokens.block_length
         if step < n:
             return _keep_only(scores, *self.image_tokens.block_allowed(step))
-        forced = self.special.end if step == n else self.special.eos
+        step -= n
+        forced = self.closing[step] if step < len(self.closing) else self.special.eos
         return _keep_only(scores, forced, forced + 1)
 
 

@@ -12,19 +12,28 @@ from typing import Any
 
 import torch
 
+from llmcxr.errors import BadInputError
 from llmcxr.imaging.limits import ImageLimits, is_frontal
 from llmcxr.imaging.listing import ImageEntry, list_images, scan_images
 from llmcxr.imaging.load import ImageSource, load_image
-from llmcxr.imaging.preprocess import preprocess, to_pil, to_unit
+from llmcxr.imaging.preprocess import PIXEL_PIPELINES, preprocess, preprocess_official, to_pil, to_unit
 
 
-def load_cxr(source: ImageSource, size: int, **kwargs: Any) -> torch.Tensor:
+def load_cxr(source: ImageSource, size: int, pipeline: str = "llmcxr", **kwargs: Any) -> torch.Tensor:
     """Load and normalise one chest X-ray: float32 tensor (1, size, size) in [-1, 1].
 
-    ``kwargs`` go to ``load_image`` (``limits``, ``frontal_only``, ``view``). Large JPEGs are decoded
-    at a reduced DCT scale that keeps at least twice ``size`` on the shortest side, then resized with
-    Lanczos as usual: the 2x margin leaves the final Lanczos step to set the image's sharpness.
+    ``kwargs`` go to ``load_image`` (``limits``, ``frontal_only``, ``view``). ``pipeline`` is the one
+    the VQ-GAN was trained on (``VQConfig.preprocessing``; ``preprocess.py`` says how they differ).
+    With ours, large JPEGs are decoded at a reduced DCT scale that keeps at least twice ``size`` on the
+    shortest side, then resized with Lanczos as usual: the 2x margin leaves the final Lanczos step to
+    set the image's sharpness. The official pipeline decodes in full.
     """
+    if pipeline not in PIXEL_PIPELINES:
+        raise BadInputError(
+            "preprocessing", f"unknown pixel pipeline {pipeline!r}", f"one of {PIXEL_PIPELINES}"
+        )
+    if pipeline == "official":
+        return preprocess_official(load_image(source, **kwargs), size)
     kwargs.setdefault("draft_side", 2 * size)
     return preprocess(load_image(source, **kwargs), size)
 
@@ -33,11 +42,13 @@ __all__ = [
     "ImageEntry",
     "ImageLimits",
     "ImageSource",
+    "PIXEL_PIPELINES",
     "is_frontal",
     "list_images",
     "load_cxr",
     "load_image",
     "preprocess",
+    "preprocess_official",
     "scan_images",
     "to_pil",
     "to_unit",

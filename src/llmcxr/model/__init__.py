@@ -4,10 +4,24 @@ growth, the grid stem."""
 from llmcxr.model.folder import LLMCXRFolder, load_llmcxr_folder, save_llmcxr_folder, write_llmcxr_files
 from llmcxr.model.grid_stem import GridStem, GridStemConfig, attach_grid_stem, grid_stem_of
 from llmcxr.model.grow import grow_layers
+from llmcxr.model.recommended import RECOMMENDED_FILE, GenerationDefaults
 from llmcxr.model.scratch import ScratchConfig, build_scratch_model, train_bpe_tokenizer
-from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap, add_cxr_tokens, resize_for_tokenizer
+from llmcxr.model.vocab import (
+    IMAGE_TOKENS_FILE,
+    OFFICIAL_LAYOUT,
+    PROMPT_LAYOUTS,
+    ImageTokenMap,
+    add_cxr_tokens,
+    official_image_tokens,
+    resize_for_tokenizer,
+)
 
 __all__ = [
+    "OFFICIAL_LAYOUT",
+    "PROMPT_LAYOUTS",
+    "RECOMMENDED_FILE",
+    "GenerationDefaults",
+    "official_image_tokens",
     "GridStem",
     "GridStemConfig",
     "attach_grid_stem",

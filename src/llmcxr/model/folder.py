@@ -6,6 +6,8 @@ Layout (``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads the 
       config.json, model.safetensors[.index.json], generation_config.json   the language model
       tokenizer.json, tokenizer_config.json                                 with control + image tokens
       image_tokens.json                                                     llmcxr.model.vocab.ImageTokenMap
+                                                                            (with the prompt layout)
+      llmcxr_generation.json (optional)                                     llmcxr.model.recommended
       grid_stem.json, grid_stem.safetensors (optional)                      llmcxr.model.grid_stem
       vq/vq_config.json, vq/vqgan.safetensors                               a copy of the image tokenizer
       llmcxr_train.json                                                     the training recipe that made it
@@ -32,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
 from llmcxr.model.grid_stem import load_grid_stem, save_grid_stem
+from llmcxr.model.recommended import GenerationDefaults
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
 
 VQ_SUBFOLDER = "vq"
@@ -110,6 +113,7 @@ class LLMCXRFolder:
     tokenizer: Any  # transformers tokenizer with the control and image tokens
     image_tokens: ImageTokenMap
     train_config: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)  # recommended settings
 
     @property
     def vq_folder(self) -> Path | None:
@@ -152,4 +156,4 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
         )
     config_path = folder / TRAIN_CONFIG_FILE
     train_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    return LLMCXRFolder(folder, model, tokenizer, image_tokens, train_config)
+    return LLMCXRFolder(folder, model, tokenizer, image_tokens, train_config, GenerationDefaults.load(folder))

@@ -13,6 +13,14 @@ the marker gives each code its row (the nearest marker before it) and column (th
 Where a finding is matters as much as which codes show it: on the synthetic world a linear probe on
 the codes scores micro-F1-14 0.56 from a bag of codes and 0.74 from codes with their grid positions.
 (The shipped 8x8 model did as well without them in a control run: docs/training.md.)
+
+Prompt layouts (``ImageTokenMap.prompt_layout``, recorded in ``image_tokens.json``):
+- ``llmcxr`` (the default for models trained here): named special tokens ``<img_c>``, prompts built
+  segment by segment (``llmcxr.prompt.examples``);
+- ``official``: the layout of the published LLM-CXR checkpoint (``llmcxr convert official``). Image
+  tokens have no names: code c is id ``len(tokenizer) + c`` (50,281 + c for dolly-v2's tokenizer),
+  ids the tokenizer can never produce from text; an image stands in the ``<image>`` placeholder with
+  only its ``image`` token replaced, so a block reads ``<`` + codes + ``>``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from llmcxr import atomic
 from llmcxr.errors import BadInputError
 
 IMAGE_TOKENS_FILE = "image_tokens.json"
+LLMCXR_LAYOUT = "llmcxr"
+OFFICIAL_LAYOUT = "official"
+PROMPT_LAYOUTS = (LLMCXR_LAYOUT, OFFICIAL_LAYOUT)
 # nanoGPT: "padded up to nearest multiple of 64 for efficiency" (tensor-core friendly matmul shapes).
 VOCAB_MULTIPLE = 64
 
@@ -44,6 +55,20 @@ class ImageTokenMap:
     tokens_per_image: int  # VQ codes per image (grid_size**2, 256 in the paper)
     prefix: str = "img"  # token strings are "<{prefix}_{code}>"
     row_marker_first_id: int | None = None  # id of <{prefix}_row_0>; None = no row markers
+    prompt_layout: str = LLMCXR_LAYOUT  # how prompts hold images: "llmcxr" or "official" (module doc)
+
+    def __post_init__(self) -> None:
+        if self.prompt_layout not in PROMPT_LAYOUTS:
+            raise BadInputError(
+                IMAGE_TOKENS_FILE, f"unknown prompt_layout {self.prompt_layout!r}", f"one of {PROMPT_LAYOUTS}"
+            )
+        if self.is_official and self.row_marker_first_id is not None:
+            raise BadInputError(IMAGE_TOKENS_FILE, "the official layout has no row markers")
+
+    @property
+    def is_official(self) -> bool:
+        """Unnamed id-offset image tokens in a ``<``...``>`` wrapper, whole-segment tokenization."""
+        return self.prompt_layout == OFFICIAL_LAYOUT
 
     @property
     def last_id(self) -> int:
@@ -161,7 +186,16 @@ class ImageTokenMap:
             raise BadInputError(path, f"broken image-token map: {err}") from None
 
     def check(self, tokenizer) -> None:
-        """Raise unless ``tokenizer`` maps every <img_c> to first_id + c."""
+        """Raise unless ``tokenizer`` maps every <img_c> to first_id + c (official layout: unless every
+        image id lies past the tokenizer, where no text can reach it)."""
+        if self.is_official:
+            if len(tokenizer) > self.first_id:
+                raise BadInputError(
+                    "tokenizer",
+                    f"has {len(tokenizer)} tokens: text could produce image ids from {self.first_id}",
+                    "use the tokenizer the official checkpoint was trained with",
+                )
+            return
         ids = tokenizer.convert_tokens_to_ids(self.tokens())
         if ids != list(range(self.first_id, self.first_id + self.codebook_size)):
             raise BadInputError(
@@ -216,6 +250,12 @@ def add_cxr_tokens(
         mapping = replace(mapping, row_marker_first_id=tokenizer.convert_tokens_to_ids(markers[0]))
     mapping.check(tokenizer)
     return mapping
+
+
+def official_image_tokens(tokenizer, codebook_size: int, tokens_per_image: int) -> ImageTokenMap:
+    """The published LLM-CXR's image ids: code c is ``len(tokenizer) + c`` (its ``CXR_VQ_TOKENIZER_LEN``
+    offset), no token names; the tokenizer is left as it is."""
+    return ImageTokenMap(codebook_size, len(tokenizer), tokens_per_image, prompt_layout=OFFICIAL_LAYOUT)
 
 
 def _init_new_rows(

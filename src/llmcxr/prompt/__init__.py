@@ -12,8 +12,21 @@ from llmcxr.prompt.dolly import (
     format_prompt,
     parse_prompt,
 )
-from llmcxr.prompt.examples import IGNORE_INDEX, Example, decode_example, encode_parts
-from llmcxr.prompt.phrasings import IMAGE_GENERATION, PHRASINGS, REPORT_GENERATION
+from llmcxr.prompt.examples import (
+    IGNORE_INDEX,
+    Example,
+    decode_example,
+    encode_parts,
+    image_response_frame,
+)
+from llmcxr.prompt.phrasings import (
+    IMAGE_GENERATION,
+    OFFICIAL_IMAGE_GENERATION,
+    OFFICIAL_REPORT_GENERATION,
+    PHRASINGS,
+    REPORT_GENERATION,
+    phrasings_for,
+)
 
 __all__ = [
     "CONTROL_TOKENS",
@@ -21,6 +34,8 @@ __all__ = [
     "IGNORE_INDEX",
     "IMAGE_GENERATION",
     "IMAGE_PLACEHOLDER",
+    "OFFICIAL_IMAGE_GENERATION",
+    "OFFICIAL_REPORT_GENERATION",
     "INSTRUCTION_KEY",
     "INTRO_BLURB",
     "NULL_REPORT",
@@ -32,5 +47,7 @@ __all__ = [
     "decode_example",
     "encode_parts",
     "format_prompt",
+    "image_response_frame",
     "parse_prompt",
+    "phrasings_for",
 ]

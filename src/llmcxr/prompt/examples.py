@@ -10,6 +10,15 @@ block written as its ``<img_k>`` tokens in place of ``<image>``.
 
 Labels are -100 up to and including ``### Response:\\n`` (as dolly's DataCollatorForCompletionOnlyLM)
 and equal the ids after it: the response, the blank line and ``### End``, so the model learns to stop.
+
+The official layout (``ImageTokenMap.prompt_layout == "official"``, the published LLM-CXR model)
+tokenizes as its code did: the whole prompt string at once. A tokenizer splits a string at its added
+special tokens before anything else, so that is the same as tokenizing each stretch of text between two
+control tokens as one piece, which is what ``_official_ids`` does (still with
+``split_special_tokens=True`` inside the stretch, so user text stays text). Inside a stretch,
+``\\n\\nInput:`` becomes two newline tokens, not the merged blank-line token that piecewise
+tokenization gives. The ``<image>`` placeholder stays in the string; only its ``image`` token is
+replaced by the codes (hyn2028/llm-cxr ``get_inject_vq_fun``), so a block reads ``<`` + codes + ``>``.
 """
 
 from __future__ import annotations
@@ -93,6 +102,8 @@ def encode_parts(
         if codes.size != image_tokens.tokens_per_image:
             raise ValueError(f"an image has {image_tokens.tokens_per_image} tokens, got {codes.size}")
         image_ids = image_tokens.block_ids(codes).tolist()
+    if image_tokens.is_official:
+        return _encode_official(parts, tokenizer, image_ids, image_field, max_length, shorten_field, task)
 
     head = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n")
     head += [_control_id(tokenizer, INSTRUCTION_KEY)]
@@ -133,6 +144,86 @@ def encode_parts(
     )
 
 
+def _official_segment(tokenizer, text: str, image_at: int | None, image_ids: list[int]) -> list[int]:
+    """Ids of one stretch of text between control tokens; with ``image_at``, ``text`` holds the
+    ``<image>`` placeholder at that character offset and its ``image`` token becomes ``image_ids``."""
+    ids = _text_ids(tokenizer, text)
+    if image_at is None:
+        return ids
+    before = _text_ids(tokenizer, text[:image_at])
+    placeholder = _text_ids(tokenizer, IMAGE_PLACEHOLDER)
+    k = len(before)
+    if len(placeholder) != 3 or ids[:k] != before or ids[k : k + 3] != placeholder:
+        raise ValueError(
+            f"this tokenizer does not split {IMAGE_PLACEHOLDER!r} into '<', 'image', '>' at the image: "
+            "it cannot hold the official layout"
+        )
+    return ids[: k + 1] + image_ids + ids[k + 2 :]
+
+
+def _official_ids(
+    parts: PromptParts, tokenizer, image_ids: list[int], image_field: Field | None
+) -> tuple[list[int], list[int]]:
+    """(prompt ids up to ``### Response:\\n``, scored ids after it) of ``format_prompt(parts)`` split at
+    its control tokens, each stretch tokenized whole."""
+    instruction, response = _control_id(tokenizer, INSTRUCTION_KEY), _control_id(tokenizer, RESPONSE_KEY_NL)
+    stretch = f"\n{parts.instruction}\n\n"
+    image_at = None
+    if parts.input is not None:
+        if image_field == "input":
+            image_at = len(stretch) + len(f"{INPUT_KEY}\n")
+        stretch += f"{INPUT_KEY}\n{parts.input}\n\n"
+    prompt = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n") + [instruction]
+    prompt += _official_segment(tokenizer, stretch, image_at, image_ids) + [response]
+    scored: list[int] = []
+    if parts.response is not None:
+        at = 0 if image_field == "response" else None
+        scored = _official_segment(tokenizer, f"{parts.response}\n\n", at, image_ids)
+        scored += [_control_id(tokenizer, END_KEY)]
+    return prompt, scored
+
+
+def _encode_official(
+    parts: PromptParts,
+    tokenizer,
+    image_ids: list[int],
+    image_field: Field | None,
+    max_length: int | None,
+    shorten_field: Field | None,
+    task: str,
+) -> Example | None:
+    """``encode_parts`` in the official layout; an over-long report is cut by whole tokens of its own
+    and the sample re-tokenized (a cut inside a stretch can change the tokens around it)."""
+    prompt, scored = _official_ids(parts, tokenizer, image_ids, image_field)
+    shortened = False
+    if max_length is not None and len(prompt) + len(scored) > max_length:
+        if shorten_field is None or shorten_field == image_field:
+            return None
+        report = _text_ids(tokenizer, getattr(parts, shorten_field))
+        keep = len(report) - (len(prompt) + len(scored) - max_length)
+        while len(prompt) + len(scored) > max_length:
+            if keep < MIN_REPORT_TOKENS:
+                return None
+            text = tokenizer.decode(report[:keep], clean_up_tokenization_spaces=False)
+            cut = PromptParts(**{**parts.__dict__, shorten_field: text})
+            prompt, scored = _official_ids(cut, tokenizer, image_ids, image_field)
+            keep -= 1
+        shortened = True
+    return Example(prompt + scored, [IGNORE_INDEX] * len(prompt) + scored, task, shortened)
+
+
+def image_response_frame(tokenizer, image_tokens: ImageTokenMap) -> tuple[list[int], list[int]]:
+    """(ids before, ids after) the image block in a report -> CXR response, the closing ``### End``
+    last: what the layout writes around the codes (llmcxr: nothing, then the blank line and
+    ``### End``; official: ``<``, then ``>``, the blank line and ``### End``). Generation forces them."""
+    codes = np.zeros(image_tokens.tokens_per_image, dtype=np.int64)
+    parts = PromptParts("x", None, IMAGE_PLACEHOLDER)
+    example = encode_parts(parts, tokenizer, image_tokens, codes, "response")
+    scored = [i for i, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+    start = int(np.flatnonzero(image_tokens.is_block_id(np.asarray(scored)))[0])
+    return scored[:start], scored[start + image_tokens.block_length :]
+
+
 def decode_example(
     input_ids: list[int], tokenizer, image_tokens: ImageTokenMap
 ) -> tuple[PromptParts, np.ndarray | None]:
@@ -146,9 +237,11 @@ def decode_example(
         if stop - start != len(where):
             raise ValueError("image tokens are not one contiguous block")
         codes = image_tokens.block_codes(ids[start:stop])
+        # official: the block sits between the placeholder's own '<' and '>'
+        placeholder = "image" if image_tokens.is_official else IMAGE_PLACEHOLDER
         text = (
             tokenizer.decode(ids[:start].tolist(), clean_up_tokenization_spaces=False)
-            + IMAGE_PLACEHOLDER
+            + placeholder
             + tokenizer.decode(ids[stop:].tolist(), clean_up_tokenization_spaces=False)
         )
     else:

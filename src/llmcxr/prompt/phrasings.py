@@ -40,3 +40,41 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     "report_generation": REPORT_GENERATION,
     "image_generation": IMAGE_GENERATION,
 }
+
+# The published LLM-CXR checkpoint was trained on these ten phrasings per task, word for word
+# (hyn2028/llm-cxr ``training/mimiccxr_vq_dataset.py``, CXR_VQ_INPUT_INSTRUCTION_LIST and
+# CXR_VQ_OUTPUT_INSTRUCTION_LIST); its demo asks with the first of each. A prompt for that model has
+# to use them to be the prompt it learned (``prompt_layout: official``).
+OFFICIAL_REPORT_GENERATION: tuple[str, ...] = (
+    "Generate free-text radiology reports for the entered chest X-ray images.",
+    "Use the entered chest X-ray images to create corresponding free-text radiology reports.",
+    "Based on the entered chest X-ray images, produce free-text radiology reports.",
+    "Create free-text radiology reports that correspond to the entered chest X-ray images.",
+    "Utilize the entered chest X-ray images to generate corresponding free-text radiology reports.",
+    "Generate free-text radiology reports in accordance with the entered chest X-ray images.",
+    "Use the entered chest X-ray images to create accurate free-text radiology reports.",
+    "Produce free-text radiology reports that match the entered chest X-ray images.",
+    "Create free-text radiology reports that are consistent with the entered chest X-ray images.",
+    "Utilize the entered chest X-ray images to generate comprehensive free-text radiology reports.",
+)
+OFFICIAL_IMAGE_GENERATION: tuple[str, ...] = (
+    "Generate a chest X-ray image that corresponds to the entered free-text radiology reports for the chest X-ray image.",
+    "Use the free-text radiology reports for the chest X-ray image to produce a corresponding chest X-ray image.",
+    "Utilize the entered free-text radiology reports for the chest X-ray image to create a corresponding chest X-ray image.",
+    "Create a chest X-ray image that matches the free-text radiology reports entered for the chest X-ray image.",
+    "Produce a chest X-ray image that is consistent with the free-text radiology reports entered for the chest X-ray image.",
+    "Based on the free-text radiology reports for the chest X-ray image, generate a corresponding chest X-ray image.",
+    "Use the free-text radiology reports entered for the chest X-ray image to create a corresponding chest X-ray image.",
+    "Generate a chest X-ray image that is in accordance with the free-text radiology reports for the chest X-ray image entered.",
+    "Create a chest X-ray image that corresponds to the free-text radiology reports entered for the chest X-ray image.",
+    "Utilize the entered free-text radiology reports for the chest X-ray image to produce a corresponding chest X-ray image.",
+)
+OFFICIAL_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "report_generation": OFFICIAL_REPORT_GENERATION,
+    "image_generation": OFFICIAL_IMAGE_GENERATION,
+}
+
+
+def phrasings_for(prompt_layout: str) -> dict[str, tuple[str, ...]]:
+    """The instruction phrasings a model of this prompt layout trains on and is asked with (first = default)."""
+    return OFFICIAL_PHRASINGS if prompt_layout == "official" else PHRASINGS

@@ -49,6 +49,10 @@ class VQConfig:
     the batch. With decay 0.95 a code unused for ~70 steps is restarted. 0 disables restarts."""
     dropout: float = 0.0
     """Dropout inside ResNet blocks (taming: 0.0)."""
+    preprocessing: str = "llmcxr"
+    """The pixel pipeline its images go through (``llmcxr.imaging.PIXEL_PIPELINES``): "llmcxr", or
+    "official" for a VQ-GAN converted from the published LLM-CXR (8-bit Lanczos, full JPEG decode,
+    torchvision's crop), so its codes match the ones the published LM was trained on."""
 
     @property
     def grid_size(self) -> int:

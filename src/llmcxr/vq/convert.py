@@ -76,6 +76,7 @@ def config_from_taming(params: dict[str, Any], source: str | Path = "yaml") -> V
         l2_normalized_codes=False,  # taming's VectorQuantizer2: Euclidean lookup, raw code vectors
         dead_code_threshold=0.0,  # a converted model is used as is; fine-tuning may switch restarts on
         dropout=float(dd.get("dropout", 0.0)),
+        preprocessing="official",  # the original code's pixels (llmcxr.imaging.preprocess_official)
     )
 
 

@@ -54,8 +54,16 @@ class CXRImages(Dataset):
     """Entries -> (position, image (1, R, R) in [-1, 1] or None, problem or None); never raises,
     so one bad file becomes a line in the failure list instead of killing a worker."""
 
-    def __init__(self, entries: list[ImageEntry], size: int, limits: ImageLimits, frontal_only: bool) -> None:
+    def __init__(
+        self,
+        entries: list[ImageEntry],
+        size: int,
+        limits: ImageLimits,
+        frontal_only: bool,
+        pipeline: str = "llmcxr",
+    ) -> None:
         self.entries, self.size, self.limits, self.frontal_only = entries, size, limits, frontal_only
+        self.pipeline = pipeline  # VQConfig.preprocessing of the VQ-GAN that reads them
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -64,7 +72,12 @@ class CXRImages(Dataset):
         entry = self.entries[position]
         try:
             image = load_cxr(
-                entry.path, self.size, limits=self.limits, frontal_only=self.frontal_only, view=entry.view
+                entry.path,
+                self.size,
+                self.pipeline,
+                limits=self.limits,
+                frontal_only=self.frontal_only,
+                view=entry.view,
             )
             return position, image, None
         except BadInputError as err:
@@ -106,10 +119,12 @@ def image_batches(
     limits: ImageLimits = ImageLimits(),
     frontal_only: bool = False,
     pin_memory: bool = False,
+    pipeline: str = "llmcxr",
 ) -> Iterator[ImageBatch]:
-    """Load and normalise ``entries`` in order, ``batch_size`` at a time, in ``num_workers`` processes."""
+    """Load and normalise ``entries`` in order, ``batch_size`` at a time, in ``num_workers`` processes,
+    through the pixel ``pipeline`` the VQ-GAN was trained on (``VQConfig.preprocessing``)."""
     loader = DataLoader(
-        CXRImages(entries, size, limits, frontal_only),
+        CXRImages(entries, size, limits, frontal_only, pipeline),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -245,6 +260,7 @@ def encode_images(
                 limits,
                 frontal_only,
                 torch_device.type == "cuda",
+                cfg.preprocessing,
             ):
                 if batch.positions:
                     codes = model.encode(batch.images.to(torch_device, non_blocking=True))  # (B, g, g) int64
@@ -367,6 +383,7 @@ def evaluate_reconstruction(
             limits,
             frontal_only,
             torch_device.type == "cuda",
+            cfg.preprocessing,
         ):
             failed += len(batch.failures)
             if batch.positions:
