@@ -30,6 +30,31 @@ DDCONFIG = {
 }
 
 
+# taming's LPIPS as it sits in a VQModel checkpoint (taming/modules/losses/lpips.py): a ScalingLayer
+# module with shift/scale buffers, torchvision vgg16 `features` split into slice1..5 (conv indices
+# below), one NetLinLayer (Dropout, 1x1 conv) per slice. Written out here, not taken from our LPIPS.
+VGG16_CONVS = {  # features index -> (slice, in, out)
+    0: (1, 3, 64), 2: (1, 64, 64), 5: (2, 64, 128), 7: (2, 128, 128), 10: (3, 128, 256),
+    12: (3, 256, 256), 14: (3, 256, 256), 17: (4, 256, 512), 19: (4, 512, 512), 21: (4, 512, 512),
+    24: (5, 512, 512), 26: (5, 512, 512), 28: (5, 512, 512),
+}  # fmt: skip
+
+
+def taming_lpips_state() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    prefix = "loss.perceptual_loss."
+    state = {
+        f"{prefix}scaling_layer.shift": torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None],
+        f"{prefix}scaling_layer.scale": torch.tensor([0.458, 0.448, 0.450])[None, :, None, None],
+    }
+    for index, (part, c_in, c_out) in VGG16_CONVS.items():
+        state[f"{prefix}net.slice{part}.{index}.weight"] = torch.randn(c_out, c_in, 3, 3, generator=generator)
+        state[f"{prefix}net.slice{part}.{index}.bias"] = torch.randn(c_out, generator=generator)
+    for n, channels in enumerate((64, 128, 256, 512, 512)):
+        state[f"{prefix}lin{n}.model.1.weight"] = torch.rand(1, channels, 1, 1, generator=generator)
+    return state
+
+
 class Opaque:
     """A pickled object that `weights_only=True` must refuse to rebuild."""
 
@@ -44,7 +69,7 @@ def fake_taming_checkpoint(folder: Path) -> tuple[Path, Path, VQGAN]:
     state = {k: v for k, v in rgb.state_dict().items() if k != "quantize.usage"}
     state["loss.discriminator.main.0.weight"] = torch.randn(64, 3, 4, 4)
     state["loss.logvar"] = torch.zeros(())
-    state.update({f"loss.perceptual_loss.{k}": v for k, v in LPIPS().state_dict().items()})
+    state.update(taming_lpips_state())
     ckpt = folder / "last.ckpt"
     torch.save({"state_dict": state, "global_step": 1000, "epoch": 3}, ckpt)
     config = folder / "vqgan.yaml"
@@ -75,10 +100,31 @@ def test_convert_keeps_codes_and_folds_rgb_to_gray(tmp_path: Path) -> None:
     with torch.no_grad():
         rgb_decoded = rgb.decode_latents(rgb.quantize.lookup(codes)).mean(dim=1, keepdim=True).clamp(-1, 1)
     assert torch.allclose(model.decode(codes), rgb_decoded, atol=1e-5)
-    # the LPIPS weights stored in the checkpoint come out as a usable file
+
+
+def test_lpips_from_a_taming_checkpoint_loads_every_tensor(tmp_path: Path) -> None:
+    """The LPIPS stored in taming's names (ScalingLayer buffers under `scaling_layer.`) comes out as a
+    file `LPIPS.from_file` loads, every tensor where taming had it."""
+    ckpt, config, _ = fake_taming_checkpoint(tmp_path)
+    convert_taming_checkpoint(ckpt, config, tmp_path / "out")
     lpips = LPIPS.from_file(tmp_path / "out" / "lpips.safetensors")
-    stored = torch.load(ckpt, weights_only=True)["state_dict"]["loss.perceptual_loss.lin0.model.1.weight"]
-    assert torch.equal(lpips.lin0.model[1].weight, stored)
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]
+    ours = lpips.state_dict()
+    assert len(ours) == 2 + 2 * len(VGG16_CONVS) + 5
+    assert torch.equal(ours["shift"], stored["loss.perceptual_loss.scaling_layer.shift"])
+    assert torch.equal(ours["scale"], stored["loss.perceptual_loss.scaling_layer.scale"])
+    assert torch.equal(ours["net.slice3.12.weight"], stored["loss.perceptual_loss.net.slice3.12.weight"])
+    assert torch.equal(ours["lin4.model.1.weight"], stored["loss.perceptual_loss.lin4.model.1.weight"])
+    # a file extracted before the rename (taming's names as they were) loads as well
+    from safetensors.torch import save_file
+
+    raw = {
+        k.removeprefix("loss.perceptual_loss."): v.contiguous()
+        for k, v in stored.items()
+        if "perceptual" in k
+    }
+    save_file(raw, str(tmp_path / "raw.safetensors"))
+    assert torch.equal(LPIPS.from_file(tmp_path / "raw.safetensors").shift, ours["shift"])
 
 
 def test_the_paper_config_maps_one_to_one() -> None:

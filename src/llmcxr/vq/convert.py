@@ -14,8 +14,8 @@ Codes are therefore identical to the RGB model's on gray input, and decoded imag
 decodes averaged over channels (tests/test_vq_convert.py checks both on a fake taming checkpoint).
 
 The checkpoint is read with `torch.load(weights_only=True)` (no arbitrary pickled code runs). Its
-LPIPS weights (`loss.perceptual_loss.*`) are saved beside as `lpips.safetensors` for
-`VQTrainConfig.lpips_weights`; the discriminator (`loss.discriminator.*`, RGB) is not converted.
+LPIPS weights (`loss.perceptual_loss.*`, taming's names) are saved beside as `lpips.safetensors` in
+`llmcxr.vq.losses.LPIPS`'s names (`scaling_layer.shift` -> `shift`) for `VQTrainConfig.lpips_weights`; the discriminator (`loss.discriminator.*`, RGB) is not converted.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
 from llmcxr.vq.config import VQConfig
+from llmcxr.vq.losses import lpips_state_from_taming
 from llmcxr.vq.model import VQGAN, save_vqgan
 
 MODEL_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.embedding.")
@@ -156,6 +157,6 @@ def convert_taming_checkpoint(
     lpips = {k: v.float().contiguous() for k, v in state.items() if k.startswith(LPIPS_PREFIX)}
     if extract_lpips and lpips:
         with atomic.atomic_path(out / "lpips.safetensors") as tmp:
-            save_file({k.removeprefix(LPIPS_PREFIX): v for k, v in lpips.items()}, str(tmp))
+            save_file(lpips_state_from_taming(lpips), str(tmp))
         summary["lpips"] = str(out / "lpips.safetensors")
     return summary

@@ -115,6 +115,17 @@ class VGG16Slices(nn.Module):
         return feats
 
 
+def lpips_state_from_taming(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """taming's LPIPS names -> ours: the checkpoint prefix ``loss.perceptual_loss.`` dropped, and its
+    ``ScalingLayer`` buffers ``scaling_layer.shift/scale`` (taming ``modules/losses/lpips.py``) become
+    our top-level ``shift/scale``; every other name (``net.slice*``, ``lin*.model.1``) is the same."""
+    renamed = {}
+    for key, value in state.items():
+        key = key.removeprefix("loss.perceptual_loss.")
+        renamed[key.removeprefix("scaling_layer.")] = value
+    return renamed
+
+
 class LPIPS(nn.Module):
     """LPIPS-VGG (Zhang et al. 2018) with taming's names (`net.*`, `lin0.model.1.weight`, ...).
 
@@ -138,7 +149,7 @@ class LPIPS(nn.Module):
         if not path.is_file():
             raise BadInputError(path, "LPIPS weights not found", "point lpips_weights to a .safetensors file")
         model = cls()
-        state = {k.removeprefix("loss.perceptual_loss."): v for k, v in load_file(str(path)).items()}
+        state = lpips_state_from_taming(load_file(str(path)))  # a file in taming's names loads too
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys:
             raise BadInputError(path, f"not LPIPS-VGG weights: missing {result.missing_keys[:5]}")
