@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from llmcxr.cli import convert as convert_cli
 from llmcxr.cli import data as data_cli
 from llmcxr.cli import eval as eval_cli
 from llmcxr.cli import generate as generate_cli
@@ -25,6 +26,9 @@ app = typer.Typer(
 )
 app.add_typer(
     vq_cli.app, name="vq", help="The image tokenizer (VQ-GAN): train, encode, decode, eval, convert."
+)
+app.add_typer(
+    convert_cli.app, name="convert", help="Other checkpoints -> llmcxr model folders (the published LLM-CXR)."
 )
 app.command("train")(train_command)
 app.command("export-checkpoint")(export_checkpoint_command)
