@@ -25,6 +25,7 @@ from llmcxr.imaging import (
     load_cxr,
     load_image,
     preprocess,
+    preprocess_official,
     scan_images,
     to_pil,
 )
@@ -375,3 +376,25 @@ def test_shared_real_images_load(shared_data: Path) -> None:
     for _, path in entries[:20]:
         image = load_cxr(path, 128)
         assert image.shape == (1, 128, 128) and -1.0 <= image.min() < image.max() <= 1.0
+
+
+def test_official_pipeline_crops_as_torchvision_and_decodes_jpeg_in_full(tmp_path: Path) -> None:
+    """The published LLM-CXR's pixels: 8-bit Lanczos to round(side * size / shortest), then torchvision's
+    centre crop, whose offsets are int(round((side - size) / 2)): 1.5 -> 2 where ours floors to 1."""
+    ramp = np.tile(np.arange(259, dtype=np.uint8), (256, 1))  # column c holds c: the crop shows its offset
+    official = preprocess_official(ramp.astype(np.float32) / 255, 256)
+    assert official.shape == (1, 256, 256)
+    assert float(official[0, 0, 0]) == pytest.approx(2 / 255 * 2 - 1)  # left = round(1.5) = 2
+    assert float(preprocess(ramp.astype(np.float32) / 255, 256)[0, 0, 0]) == pytest.approx(1 / 255 * 2 - 1)
+    # a large JPEG: decoded in full (no DCT-scaled draft), resized on 8 bits, by hand with PIL
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (600, 530), dtype=np.uint8)).save(tmp_path / "big.jpg", quality=90)
+    with Image.open(tmp_path / "big.jpg") as image:
+        full = image.convert("L").resize((64, round(600 * 64 / 530)), Image.Resampling.LANCZOS)
+    top = int(round((full.height - 64) / 2.0))
+    expected = np.asarray(full, dtype=np.float32)[top : top + 64] / np.float32(255) * 2 - 1
+    got = load_cxr(tmp_path / "big.jpg", 64, pipeline="official")
+    assert torch.equal(got[0], torch.from_numpy(expected))
+    assert not torch.equal(load_cxr(tmp_path / "big.jpg", 64), got)  # ours drafts and resizes floats
+    with pytest.raises(BadInputError, match="pixel pipeline"):
+        load_cxr(tmp_path / "big.jpg", 64, pipeline="other")

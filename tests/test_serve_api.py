@@ -200,7 +200,8 @@ def test_openapi_lists_the_endpoints(client):
     form_schema = report_form["schema"]
     if "$ref" in form_schema:
         form_schema = schema["components"]["schemas"][form_schema["$ref"].rsplit("/", 1)[-1]]
-    assert form_schema["properties"]["guidance_scale"]["default"] == 1.0
+    guidance = form_schema["properties"]["guidance_scale"]
+    assert guidance.get("default") is None and "model folder" in guidance["description"]  # its recommendation
     assert client.get("/docs").status_code == 200
 
 
@@ -412,3 +413,44 @@ def test_web_app_handlers_share_the_worker_and_explain_errors(client, tmp_path):
     drawn = ui.image(REPORTS[0], 1.5, 3, 7, False, progress=quiet)
     assert [caption for _, caption in drawn] == [f"seed {s}, guidance 1.5" for s in (7, 8, 9)]
     assert drawn[0][0].size == (256, 256)  # 16 px upscaled for viewing
+
+
+def test_defaults_come_from_the_model_folder(tmp_path):
+    """A folder's llmcxr_generation.json sets what the Python API, the CLI and the server use when the
+    caller gives no value: the same guidance, sampling and therefore the same image tokens in all three."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from llmcxr.cli import app
+    from llmcxr.model import GenerationDefaults
+
+    folder = tiny_llmcxr_folder(tmp_path / "m", REPORTS * 5)
+    GenerationDefaults(image_guidance_scale=2.0, report_guidance_scale=1.5, top_p=0.5).save(folder)
+    llm = LLMCXR.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    report = "Small left pleural effusion."
+    drawn = llm.generate_image(report, seed=3)
+    explicit = llm.generate_image(report, 2.0, seed=3, sampling=SamplingConfig(top_p=0.5))
+    assert drawn.guidance_scale == 2.0 and np.array_equal(drawn.image_tokens, explicit.image_tokens)
+    assert not np.array_equal(drawn.image_tokens, llm.generate_image(report, 1.0, seed=3).image_tokens)
+
+    args = [
+        "image",
+        report,
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "a.png"),
+        "--seed",
+        "3",
+        "--json",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    row = __import__("json").loads(result.stdout)
+    assert row["guidance_scale"] == 2.0 and row["image_tokens"] == drawn.image_tokens.tolist()
+
+    with TestClient(build_app(ServeConfig(model=folder, ui=False), model=llm)) as client:
+        reply = client.post("/v1/image", json={"report": report, "seed": 3})
+    assert reply.status_code == 200
+    served = np.asarray(Image.open(io.BytesIO(reply.content)))
+    assert np.array_equal(served, np.asarray(drawn.image))

@@ -37,7 +37,6 @@ import llmcxr
 from llmcxr import atomic
 from llmcxr.config import load_config
 from llmcxr.errors import BadInputError
-from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.records import CXRRecord
 
 REPO = (
@@ -160,7 +159,11 @@ def shown_records(world: Path) -> list[CXRRecord]:
 
 
 def run_tasks(
-    model_dir: Path, records: list[CXRRecord], seed: int, progress: Progress, image_guidance: float = 1.0
+    model_dir: Path,
+    records: list[CXRRecord],
+    seed: int,
+    progress: Progress,
+    image_guidance: float | None = None,
 ) -> dict[str, Any]:
     """All four tasks on ``records``; returns what was generated, with PIL images kept for the page."""
     from llmcxr.generation import LLMCXR, SamplingConfig
@@ -369,8 +372,9 @@ def run_demo(
             summary = trained_summary(Path(recipe.output_dir), n_images, train_seconds)
 
         start = time.perf_counter()
-        guidance = IMAGE_GUIDANCE if shipped else 1.0  # minutes of --train leave no gap to widen
-        results = run_tasks(model_dir, shown_records(world), seed, bars, guidance)
+        # None: the model folder's recommendation (the shipped model's 3; none for a --train model,
+        # whose minutes of training leave no gap to widen)
+        results = run_tasks(model_dir, shown_records(world), seed, bars, None)
         timings["generate"] = time.perf_counter() - start
 
     summary.update(

@@ -345,9 +345,13 @@ def run(
         None, "--classifier", help="Finding classifier folder (default: train one on the train split)."
     ),
     limit: int | None = typer.Option(None, help="Score the first N items of the split only."),
-    guidance_scale: float = typer.Option(3.0, help="Classifier-free guidance for report -> CXR (1 = none)."),
-    report_guidance_scale: float = typer.Option(
-        1.0, help="Classifier-free guidance for CXR -> report (1 = none; the model needs image dropout)."
+    guidance_scale: float | None = typer.Option(
+        None, help="Classifier-free guidance for report -> CXR (default: the model folder's; 1 = none)."
+    ),
+    report_guidance_scale: float | None = typer.Option(
+        None,
+        help="Classifier-free guidance for CXR -> report (default: the model folder's; 1 = none; the model "
+        "needs image dropout).",
     ),
     batch_size: int = typer.Option(16, help="Inputs per forward pass."),
     seed: int = typer.Option(0, help="Item i of the split samples with seed + i."),

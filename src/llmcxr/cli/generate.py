@@ -21,8 +21,8 @@ DEVICE = typer.Option(None, help="torch device (default: cuda if present, else c
 DTYPE = typer.Option("auto", help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16.")
 GREEDY = typer.Option(False, "--greedy", help="Greedy decoding instead of top-p sampling.")
 SEED = typer.Option(0, help="Sampling seed of the first result (result i uses seed + i).")
-TOP_P = typer.Option(0.92, help="Nucleus sampling mass (LLM-CXR: 0.92).")
-TEMPERATURE = typer.Option(1.0, help="Sampling temperature.")
+TOP_P = typer.Option(None, help="Nucleus sampling mass (default: the model folder's; LLM-CXR: 0.92).")
+TEMPERATURE = typer.Option(None, help="Sampling temperature (default: the model folder's, 1 unless it says).")
 MAX_NEW_TOKENS = typer.Option(256, help="Longest text reply in tokens.")
 BATCH_SIZE = typer.Option(16, help="Inputs per forward pass.")
 THREADS = typer.Option(
@@ -44,12 +44,20 @@ def _load(model: Path, device: str | None, dtype: str, threads: int):  # -> llmc
         return LLMCXR.from_pretrained(model, device=device, dtype=dtypes[dtype])
 
 
-def _sampling(greedy: bool, seed: int, top_p: float, temperature: float, max_new_tokens: int):
-    from llmcxr.generation import SamplingConfig
+def _sampling(
+    llm, greedy: bool, seed: int, top_p: float | None, temperature: float | None, max_new_tokens: int
+):
+    """The model folder's recommended sampling (``llm.default_sampling()``) with what the user gave."""
+    from dataclasses import replace
 
-    return SamplingConfig(
-        do_sample=not greedy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
-    )
+    sampling = replace(llm.default_sampling(), max_new_tokens=max_new_tokens, seed=seed)
+    if greedy:
+        sampling = replace(sampling, do_sample=False)
+    if top_p is not None:
+        sampling = replace(sampling, top_p=top_p)
+    if temperature is not None:
+        sampling = replace(sampling, temperature=temperature)
+    return sampling
 
 
 def _check_images(images: list[Path]) -> None:
@@ -90,7 +98,7 @@ def report(
     images: list[Path] = typer.Argument(..., help="Chest X-ray files (PNG, JPEG, DICOM, .npy)."),
     model: Path = MODEL,
     instruction: str | None = typer.Option(
-        None, help="Instruction text (default: the first training phrasing)."
+        None, help="Instruction text (default: the model folder's, else the first training phrasing)."
     ),
     as_json: bool = JSON,
     device: str | None = DEVICE,
@@ -102,11 +110,11 @@ def report(
     temperature: float = TEMPERATURE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = BATCH_SIZE,
-    guidance_scale: float = typer.Option(
-        1.0,
+    guidance_scale: float | None = typer.Option(
+        None,
         "--guidance-scale",
-        help="Classifier-free guidance against no image (1 = none; needs a model trained with "
-        "unconditional_report_fraction > 0).",
+        help="Classifier-free guidance against no image (default: the model folder's; 1 = none; needs a "
+        "model trained with unconditional_report_fraction > 0).",
     ),
     candidates: int = typer.Option(
         1,
@@ -117,7 +125,7 @@ def report(
     """Write a radiology report for each chest X-ray."""
     _check_images(images)
     llm = _load(model, device, dtype, threads)
-    sampling = _sampling(greedy, seed, top_p, temperature, max_new_tokens)
+    sampling = _sampling(llm, greedy, seed, top_p, temperature, max_new_tokens)
     with _progress(len(images), "reports", not as_json) as progress:
         results = llm.report(
             list(images), instruction, sampling, batch_size, progress, guidance_scale, candidates
@@ -142,7 +150,7 @@ def ask(
     """Answer a question about a chest X-ray (VQA)."""
     _check_images([image])
     llm = _load(model, device, dtype, threads)
-    result = llm.answer(image, question, _sampling(greedy, seed, top_p, temperature, max_new_tokens))
+    result = llm.answer(image, question, _sampling(llm, greedy, seed, top_p, temperature, max_new_tokens))
     _print_text([result], [str(image)], as_json)
 
 
@@ -162,7 +170,7 @@ def chat(
 ) -> None:
     """Follow a text instruction (the model never answers with image tokens here)."""
     llm = _load(model, device, dtype, threads)
-    result = llm.chat(instruction, input, _sampling(greedy, seed, top_p, temperature, max_new_tokens))
+    result = llm.chat(instruction, input, _sampling(llm, greedy, seed, top_p, temperature, max_new_tokens))
     _print_text([result], ["chat"], as_json)
 
 
@@ -182,7 +190,9 @@ def image(
         ..., "--out", "-o", help="Output image (.png); several: stem-0.png, stem-1.png..."
     ),
     n: int = typer.Option(1, "--n", help="Images to draw for the report."),
-    guidance_scale: float = typer.Option(1.0, help="Classifier-free guidance scale (1 = none)."),
+    guidance_scale: float | None = typer.Option(
+        None, help="Classifier-free guidance scale (default: the model folder's; 1 = none)."
+    ),
     candidates: int = typer.Option(
         1,
         help="Keep the best of this many draws per image: the one whose report the model reads back most likely.",
@@ -204,7 +214,7 @@ def image(
 
     paths = _output_paths(out, n)
     llm = _load(model, device, dtype, threads)
-    sampling = _sampling(greedy, seed, top_p, temperature, 256)
+    sampling = _sampling(llm, greedy, seed, top_p, temperature, 256)
     with _progress(n, "images", not as_json) as progress:
         results = llm.generate_image(
             [report_text],
@@ -221,7 +231,7 @@ def image(
         with atomic.atomic_path(path) as tmp:
             result.image.save(tmp, format=fmt)
         if as_json:
-            row = {"path": str(path), "seed": result.seed, "guidance_scale": guidance_scale}
+            row = {"path": str(path), "seed": result.seed, "guidance_scale": result.guidance_scale}
             row |= {"candidates": candidates, "report_log_likelihood": result.report_log_likelihood}
             row["image_tokens"] = result.image_tokens.tolist()
             typer.echo(json.dumps(row))

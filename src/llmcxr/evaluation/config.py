@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
-from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.metrics.clinical import (
     LabelConvention,
 )
@@ -60,10 +59,11 @@ class EvalRunConfig:
     """Finding classifier folder; None = train one on the world's train split (cached in out/classifier)."""
     limit: int | None = None
     """Score the first N records of the split only (items generated so far are kept if it grows)."""
-    guidance_scale: float = IMAGE_GUIDANCE
-    """Classifier-free guidance for report -> CXR (1 = none)."""
-    report_guidance_scale: float = 1.0
-    """Classifier-free guidance for CXR -> report (1 = none; needs ``unconditional_report_fraction`` in training)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance for report -> CXR (1 = none; None = the model folder's recommendation)."""
+    report_guidance_scale: float | None = None
+    """Classifier-free guidance for CXR -> report (1 = none; needs ``unconditional_report_fraction`` in
+    training; None = the model folder's recommendation)."""
     batch_size: int = 16
     seed: int = 0
     """Item i of the split samples with seed + i."""
@@ -95,6 +95,21 @@ class EvalRunConfig:
     """torch CPU threads (1 is fastest for small models on a busy machine; 0 = torch's default)."""
     restart: bool = False
     """Discard what an earlier run in ``out`` generated (needed to change generation settings)."""
+
+    def with_recommended_guidance(self) -> EvalRunConfig:
+        """Guidance scales left as None take the model folder's ``llmcxr_generation.json`` values."""
+        from dataclasses import replace
+
+        from llmcxr.model import GenerationDefaults
+
+        recommended = GenerationDefaults.load(self.model)
+        image = self.guidance_scale
+        report = self.report_guidance_scale
+        return replace(
+            self,
+            guidance_scale=recommended.image_guidance_scale if image is None else image,
+            report_guidance_scale=recommended.report_guidance_scale if report is None else report,
+        )
 
     def check(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]

@@ -132,6 +132,7 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
     model_dir = Path(config.model)
     if not model_dir.is_dir():
         raise BadInputError(model_dir, "model folder not found", "give the folder `llmcxr train` wrote")
+    config = config.with_recommended_guidance()
     world_summary = json.loads((Path(config.data) / "world.json").read_text(encoding="utf-8"))
     model_sha = file_sha256(model_weights(model_dir))
     identity = {k: to_dict(config)[k] for k in GENERATION_KEYS}

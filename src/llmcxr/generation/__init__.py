@@ -5,11 +5,10 @@ classifier-free guidance for report -> CXR, response likelihoods (best-of-k imag
 from llmcxr.generation.api import LLMCXR, ImageResult, TextResult, Timings, default_dtype
 from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
 from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode, left_pad
-from llmcxr.generation.guidance import IMAGE_GUIDANCE, Guidance, guide, unconditional_parts
+from llmcxr.generation.guidance import Guidance, guide, unconditional_parts
 from llmcxr.generation.likelihood import response_log_likelihood
 
 __all__ = [
-    "IMAGE_GUIDANCE",
     "LLMCXR",
     "DecodeOutput",
     "Guidance",

@@ -26,10 +26,10 @@ import torch
 
 from llmcxr.prompt.dolly import NULL_REPORT, PromptParts
 
-# Report -> CXR scale with the best finding agreement on the synthetic validation split for the shipped
-# model (greedy tokens; benchmarks/results/eval_tiny.json, validation_sweep): the default of
-# `llmcxr eval run`, the web app's slider and the demo. A model trained for minutes gains nothing from it.
-IMAGE_GUIDANCE = 3.0
+# The scale a model is used with by default is its folder's recommendation
+# (llmcxr.model.GenerationDefaults): the shipped model's evaluation chose 3 for images and 1.5 for reports;
+# a model trained for minutes, or the converted official one (never trained with a dropped condition),
+# gains nothing from it: 1.
 
 
 def unconditional_parts(instruction: str) -> PromptParts:

@@ -59,8 +59,11 @@ class TextReply(BaseModel):
 
 class ImageRequest(BaseModel):
     report: str = Field(description="radiology report to draw", examples=["FINDINGS: Moderate cardiomegaly."])
-    guidance_scale: float = Field(
-        1.0, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="classifier-free guidance; 1 = none"
+    guidance_scale: float | None = Field(
+        None,
+        ge=GUIDANCE_RANGE[0],
+        le=GUIDANCE_RANGE[1],
+        description="classifier-free guidance; 1 = none; default: the model folder's recommendation",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="sampling seed: same seed, same image")
     greedy: bool = Field(False, description="most likely token at every step instead of top-p sampling")
@@ -106,10 +109,11 @@ IMAGE_FIELD = File(..., description="chest X-ray: PNG, JPEG or DICOM")
 SEED_FIELD = Form(0, ge=0, le=MAX_SEED, description="sampling seed")
 GREEDY_FIELD = Form(False, description="greedy decoding instead of top-p sampling")
 REPORT_GUIDANCE_FIELD = Form(
-    1.0,
+    None,
     ge=GUIDANCE_RANGE[0],
     le=GUIDANCE_RANGE[1],
-    description="classifier-free guidance against no image; 1 = none; needs a model trained with image dropout",
+    description="classifier-free guidance against no image; 1 = none; needs a model trained with image dropout; "
+    "default: the model folder's recommendation",
 )
 
 
@@ -160,7 +164,7 @@ def build_router(service: Service) -> APIRouter:
         image: UploadFile = IMAGE_FIELD,
         seed: int = SEED_FIELD,
         greedy: bool = GREEDY_FIELD,
-        guidance_scale: float = REPORT_GUIDANCE_FIELD,
+        guidance_scale: float | None = REPORT_GUIDANCE_FIELD,
     ) -> TextReply:
         start = time.perf_counter()
         pixels = await _pixels(image)

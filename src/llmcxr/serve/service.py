@@ -62,22 +62,30 @@ class Service:
             )
         return text
 
-    def check_guidance(self, guidance_scale: float) -> float:
-        """Bound a classifier-free guidance scale to GUIDANCE_RANGE; raises BadInputError."""
+    def check_guidance(self, guidance_scale: float | None) -> float | None:
+        """Bound a classifier-free guidance scale to GUIDANCE_RANGE (None: the model folder's); raises
+        BadInputError."""
         low, high = GUIDANCE_RANGE
-        if not low <= guidance_scale <= high:
+        if guidance_scale is not None and not low <= guidance_scale <= high:
             raise BadInputError("guidance_scale", f"{guidance_scale} is outside {low}..{high}")
         return guidance_scale
 
     def sampling(self, seed: int, greedy: bool) -> SamplingConfig:
+        """The model folder's recommended sampling, with the request's seed (and greedy choice)."""
         if not 0 <= seed <= MAX_SEED:
             raise BadInputError("seed", f"{seed} is outside 0..{MAX_SEED}")
-        return SamplingConfig(do_sample=not greedy, max_new_tokens=self.config.max_new_tokens, seed=seed)
+        recommended = self.model.default_sampling()
+        return replace(
+            recommended,
+            do_sample=recommended.do_sample and not greedy,
+            max_new_tokens=self.config.max_new_tokens,
+            seed=seed,
+        )
 
     # --- jobs (each returns the worker's Future) ----------------------------------------------------
 
     def report(
-        self, pixels: np.ndarray, seed: int = 0, greedy: bool = False, guidance_scale: float = 1.0
+        self, pixels: np.ndarray, seed: int = 0, greedy: bool = False, guidance_scale: float | None = None
     ) -> Future:
         """Future of a TextResult; ``guidance_scale`` > 1 contrasts with the same prompt with no image
         (the model warns, without failing, when it was trained without image dropout)."""
@@ -101,7 +109,7 @@ class Service:
     def image(
         self,
         report: str,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         n: int = 1,
         seed: int = 0,
         greedy: bool = False,

@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image
 
 from llmcxr.errors import BadInputError
-from llmcxr.generation.guidance import IMAGE_GUIDANCE
 from llmcxr.serve.examples import INSTRUCTIONS, QUESTIONS
 from llmcxr.serve.service import GUIDANCE_RANGE, MAX_CANDIDATES, Service
 from llmcxr.serve.uploads import UPLOAD_SUFFIXES, read_upload_file
@@ -139,6 +138,7 @@ def build_ui(service: Service) -> gr.Blocks:
     ui = UI(service)
     examples = service.examples
     files = gr.File  # one upload widget kind for all image inputs: PNG, JPEG and DICOM alike
+    defaults = service.model.defaults  # the model folder's recommended guidance sets the sliders
     with gr.Blocks(title="llmcxr", analytics_enabled=False) as blocks:
         gr.Markdown(INTRO.format(model=service.model_name, device=service.model.device))
         with gr.Tabs():
@@ -160,7 +160,10 @@ def build_ui(service: Service) -> gr.Blocks:
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                         # 1 = none; above 1 needs a model trained with image dropout
                         report_guidance = gr.Slider(
-                            *GUIDANCE_RANGE, value=1.0, step=0.5, label="Guidance (against no image)"
+                            *GUIDANCE_RANGE,
+                            value=defaults.report_guidance_scale,
+                            step=0.5,
+                            label="Guidance (against no image)",
                         )
                         button = gr.Button("Write report", variant="primary", elem_id="report-button")
                     report_out = gr.Textbox(label="Report", lines=10, elem_id="report-output")
@@ -173,7 +176,10 @@ def build_ui(service: Service) -> gr.Blocks:
                     with gr.Column():
                         report_in = gr.Textbox(label="Report", lines=6, elem_id="image-report")
                         guidance = gr.Slider(
-                            *GUIDANCE_RANGE, value=IMAGE_GUIDANCE, step=0.5, label="Guidance scale (1 = none)"
+                            *GUIDANCE_RANGE,
+                            value=defaults.image_guidance_scale,
+                            step=0.5,
+                            label="Guidance scale (1 = none)",
                         )
                         samples = gr.Slider(1, service.config.max_samples, value=2, step=1, label="Samples")
                         image_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
