@@ -46,6 +46,7 @@ from llmcxr.prompt import (
     encode_parts,
     image_response_frame,
 )
+from llmcxr.prompt.phrasings import OFFICIAL_PHRASINGS
 
 CODES = np.arange(16) * 2  # a 4 x 4 grid of codes 0, 2, ..., 30 (of 32)
 HEAD = byte_ids(INTRO_BLURB) + [NL2, INSTRUCTION, NL]  # "...request.\n\n### Instruction:\n"
@@ -186,3 +187,39 @@ def test_generation_defaults_round_trip(tmp_path: Path) -> None:
     loaded = GenerationDefaults.load(tmp_path)
     assert (loaded.image_guidance_scale, loaded.report_guidance_scale) == (3.0, 1.5)
     assert GenerationDefaults.load(tmp_path / "none") == GenerationDefaults()
+
+
+def test_training_goes_on_in_the_official_layout(converted, tmp_path: Path) -> None:
+    """A recipe continuing a converted official model keeps its layout and weights, and its samples
+    use the official instruction lists and the official token layout."""
+    from llmcxr.records import CXRRecord
+    from llmcxr.training.config import DataSource, Mixture, ModelSpec, TrainRecipe
+    from llmcxr.training.tasks import encode_samples, mix_tasks
+    from llmcxr.training.model_setup import prepare_model
+
+    out, _, original = converted
+    recipe = TrainRecipe(
+        output_dir=tmp_path / "run",
+        data=[DataSource("manifest", tmp_path / "unused.jsonl", tmp_path / "tokens")],
+        model=ModelSpec(base=out),
+    )
+    model, tokenizer, image_tokens = prepare_model(recipe, [], 32, 16)
+    assert (
+        image_tokens.is_official
+        and image_tokens.first_id == FIRST_IMAGE_ID
+        and len(tokenizer) == FIRST_IMAGE_ID
+    )
+    assert torch.equal(model.get_input_embeddings().weight, original.get_input_embeddings().weight)
+    records = [CXRRecord(image_id=f"i{k}", findings="Small effusion.", view="PA") for k in range(6)]
+    mixture = Mixture(report_generation=1.0, image_generation=1.0, vqa=0.0, text=0.0)
+    samples = mix_tasks(records, [], mixture, 1, seed=0, phrasings=OFFICIAL_PHRASINGS)
+    assert {s.parts.instruction for s in samples} <= set(
+        OFFICIAL_REPORT_GENERATION + OFFICIAL_IMAGE_GENERATION
+    )
+    examples = encode_samples(samples, tokenizer, image_tokens, {f"i{k}": CODES for k in range(6)}, 512)
+    for sample, example in zip(samples, examples, strict=True):
+        assert (
+            example.input_ids
+            == encode_parts(sample.parts, tokenizer, image_tokens, CODES, sample.image_field).input_ids
+        )
+        assert example.input_ids.count(LT) == 1 and example.input_ids.count(GT) == 1

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from llmcxr.datasets.instructions import Instruction
 from llmcxr.errors import BadInputError
 from llmcxr.prompt.dolly import INTRO_BLURB
-from llmcxr.prompt.phrasings import PHRASINGS
+from llmcxr.prompt.phrasings import PHRASINGS, phrasings_for
 from llmcxr.records import CXRRecord
 from llmcxr.training.config import TASKS, Mixture, TrainRecipe
 from llmcxr.training.packing import PackedRow, pack_examples, single_rows
@@ -82,6 +82,7 @@ def build_datasets(recipe, records, instructions, tokenizer, image_tokens, store
             recipe.seed + DRAW_SEED_STRIDE * draw,
             recipe.unconditional_fraction,
             recipe.unconditional_report_fraction,
+            phrasings_for(image_tokens.prompt_layout),
         )
     ]
     train_examples = encode_samples(samples, tokenizer, image_tokens, stores, recipe.max_length, counts)
@@ -93,7 +94,12 @@ def build_datasets(recipe, records, instructions, tokenizer, image_tokens, store
             continue
         only = Mixture(**{t: float(t == task) for t in TASKS})
         task_samples = mix_tasks(
-            eval_records if task != "text" else [], eval_text, only, recipe.stage, recipe.seed + 1
+            eval_records if task != "text" else [],
+            eval_text,
+            only,
+            recipe.stage,
+            recipe.seed + 1,
+            phrasings=phrasings_for(image_tokens.prompt_layout),
         )
         examples = encode_samples(
             task_samples[: recipe.eval_samples_per_task], tokenizer, image_tokens, stores, recipe.max_length

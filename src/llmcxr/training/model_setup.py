@@ -19,11 +19,34 @@ from llmcxr.model.grid_stem import (
 )
 from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
-from llmcxr.model.vocab import add_cxr_tokens, resize_for_tokenizer
+from llmcxr.model.vocab import (
+    IMAGE_TOKENS_FILE,
+    OFFICIAL_LAYOUT,
+    ImageTokenMap,
+    add_cxr_tokens,
+    official_image_tokens,
+    resize_for_tokenizer,
+)
 from llmcxr.prompt.dolly import CONTROL_TOKENS
 from llmcxr.training.config import TrainRecipe
 
 BASE_TOKENIZER_DIR = "base_tokenizer"  # the tokenizer before image tokens, kept for resume and ranks > 0
+
+
+def _image_tokens(recipe: TrainRecipe, tokenizer, codebook_size: int, tokens_per_image: int) -> ImageTokenMap:
+    """The image-token map: a base folder's official layout is kept (a converted LLM-CXR fine-tunes in
+    the layout it learned); ``prompt_layout: official`` puts codes past the tokenizer; else ours."""
+    base = Path(recipe.model.base) if recipe.model.base is not None else None
+    if base is not None and (base / IMAGE_TOKENS_FILE).is_file():
+        saved = ImageTokenMap.load(base)
+        if saved.is_official:
+            saved.check(tokenizer)
+            return saved
+    if recipe.prompt_layout == OFFICIAL_LAYOUT:
+        return official_image_tokens(tokenizer, codebook_size, tokens_per_image)
+    return add_cxr_tokens(
+        tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS, row_markers=recipe.image_row_markers
+    )
 
 
 def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, tokens_per_image: int):
@@ -44,14 +67,16 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
     if tokenizer.pad_token is None:  # dolly-v2 pads with the end-of-text token
         tokenizer.pad_token = tokenizer.eos_token
     old_size = len(tokenizer)
-    image_tokens = add_cxr_tokens(
-        tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS, row_markers=recipe.image_row_markers
-    )
+    image_tokens = _image_tokens(recipe, tokenizer, codebook_size, tokens_per_image)
     if recipe.model.base is not None:
         model = AutoModelForCausalLM.from_pretrained(
             recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
         )
-        resize_for_tokenizer(model, tokenizer, old_size, seed=recipe.seed)
+        if image_tokens.is_official:  # unnamed image ids past the tokenizer: rows, not tokens, to add
+            rows = max(model.get_input_embeddings().weight.shape[0], image_tokens.last_id + 1)
+            model.resize_token_embeddings(rows)
+        else:
+            resize_for_tokenizer(model, tokenizer, old_size, seed=recipe.seed)
         if recipe.model.grow_layers is not None:
             grow_layers(model, recipe.model.grow_layers)
     else:

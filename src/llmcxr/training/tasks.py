@@ -88,9 +88,15 @@ def select_stage(records: Sequence[CXRRecord], stage: int) -> list[CXRRecord]:
 
 
 def _image_sample(
-    task: str, record: CXRRecord, stage: int, rng: random.Random, uncond: float, uncond_report: float
+    task: str,
+    record: CXRRecord,
+    stage: int,
+    rng: random.Random,
+    uncond: float,
+    uncond_report: float,
+    phrasings: dict[str, tuple[str, ...]],
 ) -> TaskSample:
-    instruction = rng.choice(PHRASINGS[task])
+    instruction = rng.choice(phrasings[task])
     report = stage_report(record, stage)
     if task == "report_generation":
         if uncond_report > 0 and rng.random() < uncond_report:  # no draw at 0: old recipes keep their samples
@@ -120,11 +126,13 @@ def mix_tasks(
     seed: int,
     unconditional_fraction: float = 0.0,
     unconditional_report_fraction: float = 0.0,
+    phrasings: dict[str, tuple[str, ...]] = PHRASINGS,
 ) -> list[TaskSample]:
     """One epoch of samples: every record once, as one image task drawn by the mixture weights
     (VQA only for records that have QA), plus text samples in the ratio text : image tasks
     (drawn without repeats until the instruction set runs out, then again: the paper's
-    ``interleave_datasets(..., stopping_strategy="all_exhausted")``). Shuffled, deterministic in ``seed``."""
+    ``interleave_datasets(..., stopping_strategy="all_exhausted")``). Shuffled, deterministic in ``seed``.
+    ``phrasings``: the instruction lists of the model's prompt layout (``llmcxr.prompt.phrasings_for``)."""
     rng = random.Random(seed)
     weights = {t: float(getattr(mixture, t)) for t in TASKS}
     image_tasks = [t for t in ("report_generation", "image_generation", "vqa") if weights[t] > 0]
@@ -138,7 +146,7 @@ def mix_tasks(
             _vqa_sample(record, rng)
             if task == "vqa"
             else _image_sample(
-                task, record, stage, rng, unconditional_fraction, unconditional_report_fraction
+                task, record, stage, rng, unconditional_fraction, unconditional_report_fraction, phrasings
             )
         )
     image_weight = sum(weights[t] for t in image_tasks)
