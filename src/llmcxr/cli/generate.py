@@ -82,7 +82,7 @@ def _progress(total: int, label: str, show: bool) -> Iterator[Callable[[int], No
 def _print_text(results, sources: list[str], as_json: bool) -> None:
     for source, result in zip(sources, results, strict=True):
         if as_json:
-            row = {"source": source, "text": result.text, "stopped": result.stopped}
+            row = {"source": source, "text": result.text, "stopped": result.stopped, "tokens": result.tokens}
             if result.candidates > 1:
                 row |= {"candidates": result.candidates, "image_log_likelihood": result.image_log_likelihood}
             row["seconds"] = round(result.timings.total_s / result.timings.batch_size, 4)

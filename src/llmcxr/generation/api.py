@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class TextResult:
     timings: Timings
     candidates: int = 1  # drafts it was chosen from (reports)
     image_log_likelihood: float | None = None  # log p(image | report) that chose it (candidates > 1)
+    tokens: list[int] = field(default_factory=list)  # the generated ids, the stop token left out
 
 
 @dataclass
@@ -259,7 +260,10 @@ class LLMCXR:
             sum(out.new_tokens),
         )
         texts = [self.tokenizer.decode(ids, clean_up_tokenization_spaces=False).strip() for ids in out.tokens]
-        return [TextResult(t, p, s, timings) for t, p, s in zip(texts, parts, out.stopped, strict=True)]
+        return [
+            TextResult(t, p, s, timings, tokens=list(ids))
+            for t, p, s, ids in zip(texts, parts, out.stopped, out.tokens, strict=True)
+        ]
 
     def _run_text(
         self,

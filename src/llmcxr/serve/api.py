@@ -55,6 +55,7 @@ class TextReply(BaseModel):
     stopped: bool = Field(description="ended by itself (false: cut at the token limit)")
     seconds: float = Field(description="request time on the server, queue wait included")
     compute_s: float = Field(description="model time of the request's batch")
+    tokens: list[int] = Field(description="the generated token ids (the stop token left out)")
 
 
 class ImageRequest(BaseModel):
@@ -149,6 +150,7 @@ def _text_reply(result, start: float) -> TextReply:
         stopped=result.stopped,
         seconds=round(time.perf_counter() - start, 4),
         compute_s=round(result.timings.total_s, 4),
+        tokens=result.tokens,
     )
 
 
