@@ -275,7 +275,7 @@ def main() -> None:
     print("official greedy reproduces its training responses:", trained, flush=True)
 
     from llmcxr.generation import LLMCXR, SamplingConfig
-    from llmcxr.model.official import convert_official
+    from llmcxr.training.official import convert_official
 
     folder = work / "converted"
     summary = convert_official(lm, ckpt, folder)

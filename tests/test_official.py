@@ -34,7 +34,6 @@ from _official import (
 from llmcxr.errors import BadInputError
 from llmcxr.generation import LLMCXR, SamplingConfig
 from llmcxr.model import GenerationDefaults, official_image_tokens
-from llmcxr.model.official import convert_official
 from llmcxr.prompt import (
     IGNORE_INDEX,
     IMAGE_PLACEHOLDER,
@@ -47,6 +46,7 @@ from llmcxr.prompt import (
     image_response_frame,
 )
 from llmcxr.prompt.phrasings import OFFICIAL_PHRASINGS
+from llmcxr.training.official import convert_official
 
 CODES = np.arange(16) * 2  # a 4 x 4 grid of codes 0, 2, ..., 30 (of 32)
 HEAD = byte_ids(INTRO_BLURB) + [NL2, INSTRUCTION, NL]  # "...request.\n\n### Instruction:\n"
@@ -194,8 +194,8 @@ def test_training_goes_on_in_the_official_layout(converted, tmp_path: Path) -> N
     use the official instruction lists and the official token layout."""
     from llmcxr.records import CXRRecord
     from llmcxr.training.config import DataSource, Mixture, ModelSpec, TrainRecipe
-    from llmcxr.training.tasks import encode_samples, mix_tasks
     from llmcxr.training.model_setup import prepare_model
+    from llmcxr.training.tasks import encode_samples, mix_tasks
 
     out, _, original = converted
     recipe = TrainRecipe(

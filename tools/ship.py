@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from llmcxr.config import load_config
+from llmcxr.model import RECOMMENDED_FILE
 from llmcxr.training import TrainRecipe
 from llmcxr.training.sources import read_source
 
@@ -89,9 +90,14 @@ def main() -> None:
     train_images = sum(
         1 for source in recipe.data for record in read_source(source) if record.split == "train"
     )
+    # the settings an earlier evaluation chose (llmcxr_generation.json) stay until a new one chooses
+    recommended = args.out / RECOMMENDED_FILE
+    kept = recommended.read_bytes() if recommended.is_file() else None
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(args.run / "model", args.out)
+    if kept is not None and not recommended.exists():
+        recommended.write_bytes(kept)
     about = {
         "parameters": log["num_parameters"],
         "train_steps": sum(s["steps"] for s in chain),

@@ -21,6 +21,6 @@ def official(
     """The published LLM-CXR checkpoint -> one llmcxr model folder (safetensors, the official prompt layout)."""
     from rich import print as rprint
 
-    from llmcxr.model.official import convert_official
+    from llmcxr.training.official import convert_official
 
     rprint(convert_official(lm, vq, out, vq_config))

@@ -2,7 +2,9 @@
 
 LLM-CXR's original code samples freely and retries until a sample happens to hold exactly 256 image
 tokens. Here the output is valid by construction instead: in image mode every step may only choose
-an image token until the block is full, then ``### End`` is forced, then end-of-text; in text mode
+an image token until the block is full, with the prompt layout's frame around it forced (nothing
+before and the blank line + ``### End`` after in ours; ``<`` before and ``>``, the blank line and
+``### End`` after in the official layout), then end-of-text; in text mode
 image tokens (and control tokens that would open a new Dolly turn) are impossible. Both are plain
 ``transformers.LogitsProcessor`` objects, so they compose with temperature, top-p, top-k, greedy
 decoding and seeds, in ``model.generate(logits_processor=...)`` and in ``llmcxr.generation.decode``.
