@@ -10,6 +10,7 @@ from rich.console import Console
 from llmcxr.cli import convert as convert_cli
 from llmcxr.cli import data as data_cli
 from llmcxr.cli import eval as eval_cli
+from llmcxr.cli import eval_protocols as eval_protocols_cli
 from llmcxr.cli import generate as generate_cli
 from llmcxr.cli import vq as vq_cli
 from llmcxr.cli.demo import demo as demo_command
@@ -33,6 +34,7 @@ app.add_typer(
 app.command("train")(train_command)
 app.command("export-checkpoint")(export_checkpoint_command)
 app.add_typer(data_cli.app, name="data", help="Data: synthetic CXR world, report labeling, VQA generation.")
+eval_cli.app.command("rexrank-submission")(eval_protocols_cli.rexrank_submission)
 app.add_typer(eval_cli.app, name="eval", help="Evaluation: clinical efficacy, language scores, FID/KID, VQA.")
 app.command("report")(generate_cli.report)
 app.command("image")(generate_cli.image)

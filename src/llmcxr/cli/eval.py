@@ -111,7 +111,9 @@ def reports(
             ratescore_encoder=ratescore_encoder,
             green=green,
         )
-        _protocol_report("rexrank", _rexrank(pred, ref, weights), out)
+        from llmcxr.cli.eval_protocols import protocol_report, rexrank
+
+        protocol_report("rexrank", rexrank(pred, ref, weights), out)
         return
     if protocol != "llmcxr":
         raise typer.BadParameter("--protocol must be llmcxr or rexrank")
@@ -134,22 +136,6 @@ def reports(
     )
     for metric, reason in language["missing"].items():
         console.print(f"[yellow]{metric} missing:[/] {reason}")
-    _write(result, out)
-
-
-def _rexrank(pred: Path, ref: Path | None, weights) -> dict:
-    from llmcxr.evaluation.protocols import evaluate_reports_rexrank
-
-    return evaluate_reports_rexrank(pred, ref, weights)
-
-
-def _protocol_report(name: str, result: dict, out: Path | None) -> None:
-    from llmcxr.evaluation.protocols import protocol_rows
-
-    values, not_run = protocol_rows(result)
-    console.print(_table(f"{name} protocol", values))
-    for metric, reason in not_run.items():
-        console.print(f"[yellow]{metric} not run:[/] {reason}")
     _write(result, out)
 
 
@@ -178,9 +164,10 @@ def images(
     """FID/KID in the classifier's features and finding agreement of generated images; --protocol
     chexgenbench: FD/KD in RAD-DINO features, PRDC, Inception FID where its weights are given."""
     if protocol == "chexgenbench":
+        from llmcxr.cli.eval_protocols import protocol_report
         from llmcxr.evaluation.protocols import evaluate_images_chexgenbench
 
-        _protocol_report(
+        protocol_report(
             "chexgenbench", evaluate_images_chexgenbench(generated, reference, rad_dino, inception), out
         )
         return
@@ -339,6 +326,9 @@ def run(
     ),
     bert_folder: Path | None = typer.Option(None, help="real data: bert-base-uncased folder for --chexbert."),
     radgraph: Path | None = typer.Option(None, help="real data: extracted RadGraph model folder."),
+    rad_dino: Path | None = typer.Option(
+        None, help="real data: local microsoft/rad-dino folder (FD/KD/PRDC; else the classifier's features)."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for generated items, eval.json, eval.md and plots."),
     split: str = typer.Option("test", help="World split to generate for and score."),
     classifier: Path | None = typer.Option(
@@ -371,6 +361,7 @@ def run(
     max_answer_tokens: int = typer.Option(24, help="Longest generated VQA answer in tokens."),
     samples: int = typer.Option(8, help="Items shown in samples.png."),
     classifier_steps: int = typer.Option(1000, help="Steps of the classifier trained when none is given."),
+    classifier_size: int = typer.Option(128, help="real data: image side of the classifier trained here."),
     uncertain: str = typer.Option("positive", help=UNCERTAIN_HELP),
     meteor: bool = typer.Option(False, help="Score METEOR too (needs java; ~15 s per system)."),
     device: str | None = typer.Option(None, help="torch device (default: cuda if present, else cpu)."),
@@ -380,11 +371,26 @@ def run(
     """End to end: generate for every task on a split, score beside the baselines, write eval.json/.md and plots.
 
     Resumable: rerun the same command after an interruption and it continues where it stopped.
-    --source manifest|mimic|iu: real CXRs and reports, the model's reports and the baselines scored by
-    the ReXrank protocol (``llmcxr.evaluation.real_data``)."""
+    --source manifest|mimic|iu: real CXRs and reports, both directions beside their baselines, CXR -> report
+    by the ReXrank protocol, report -> CXR by FD/KD/PRDC and finding agreement (``llmcxr.evaluation.real_data``)."""
     if source != "synthetic":
-        _run_real(source, data, out, model, split, limit, iu_split, images, batch_size, max_report_tokens,
-                  bertscore, chexbert, bert_folder, radgraph)  # fmt: skip
+        from llmcxr.cli.eval_protocols import run_real
+        from llmcxr.evaluation.real_data import RealEvalConfig
+        from llmcxr.metrics.protocols import ReXrankWeights
+        from llmcxr.metrics.radgraph import RadGraphModel
+
+        weights = ReXrankWeights(
+            bertscore=bertscore, chexbert=chexbert, chexbert_bert=bert_folder,
+            radgraph=RadGraphModel(radgraph) if radgraph else None,
+        )  # fmt: skip
+        run_real(RealEvalConfig(
+            data=data, out=out, source=source, model=model, split=split, iu_split=iu_split, images=images,
+            limit=limit, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), batch_size=batch_size,
+            max_report_tokens=max_report_tokens, guidance_scale=guidance_scale, image_sampling=image_sampling,
+            report_guidance_scale=report_guidance_scale,
+            seed=seed, classifier=classifier, classifier_steps=classifier_steps, classifier_size=classifier_size,
+            rad_dino=rad_dino, device=device, threads=threads, restart=restart, weights=weights,
+        ))  # fmt: skip
         return
     if model is None:
         raise typer.BadParameter("--model is needed on a synthetic world")
@@ -439,51 +445,3 @@ def run(
     console.print(
         f"{result['timings']['this_run_s']['total']:.1f} s; wrote {out / 'eval.json'}, {out / 'eval.md'}"
     )
-
-
-def _run_real(
-    source, data, out, model, split, limit, iu_split, images, batch_size, max_tokens, *weights
-) -> None:
-    from llmcxr.evaluation.real_data import RealEvalConfig, run_real_evaluation
-    from llmcxr.metrics.protocols import ReXrankWeights
-    from llmcxr.metrics.radgraph import RadGraphModel
-
-    bertscore, chexbert, bert_folder, radgraph = weights
-    config = RealEvalConfig(
-        data=data, out=out, source=source, model=model, split=split, iu_split=iu_split, images=images,
-        limit=limit, batch_size=batch_size, max_report_tokens=max_tokens,
-        weights=ReXrankWeights(
-            bertscore=bertscore, chexbert=chexbert, chexbert_bert=bert_folder,
-            radgraph=RadGraphModel(radgraph) if radgraph else None,
-        ),
-    )  # fmt: skip
-    result = run_real_evaluation(config)
-    table = Table(title=f"eval run ({source}): {result['n_test']} {split} studies, {result['n_train']} train")
-    for column in ("system", "BLEU-2", "rules micro-F1-14 (u+)", "not run"):
-        table.add_column(column)
-    for name, scores in result["systems"].items():
-        skipped = [m for m, entry in scores["metrics"].items() if entry.get("not_run")]
-        f1 = scores["rule_labeler_f1"]["uncertain_positive"]["micro_f1_14"]
-        table.add_row(name, f"{scores['metrics']['bleu2']['value']:.3f}", f"{f1:.3f}", ", ".join(skipped))
-    console.print(table)
-    for name, reason in result["not_run"].items():
-        console.print(f"[yellow]{name} not run:[/] {reason}")
-    console.print(f"{result['timings']['total_s']:.1f} s; wrote {out / 'eval.json'}")
-
-
-@app.command("rexrank-submission")
-def rexrank_submission(
-    test: Path = typer.Option(..., "--test", help="ReXrank's test JSON (e.g. ReXRank_MIMICCXR_test.json)."),
-    pred: Path = typer.Option(
-        ..., "--pred", help="Generated reports: JSONL or CSV with a study id and a report."
-    ),
-    out: Path = typer.Option(..., "--out", help="The submission JSON to write."),
-) -> None:
-    """Write generated reports into ReXrank's prediction format (the test JSON + model_prediction)."""
-    from llmcxr.datasets.rexrank import write_rexrank_predictions
-    from llmcxr.evaluation.prediction_files import report_text, rows_by_id
-    from llmcxr.tables import read_rows
-
-    rows = rows_by_id(read_rows(pred), pred)
-    write_rexrank_predictions(test, {study: report_text(row, pred) for study, row in rows.items()}, out)
-    console.print(f"wrote {out}: {len(rows)} predictions")

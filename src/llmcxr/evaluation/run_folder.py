@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +19,9 @@ from llmcxr import atomic
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
 from llmcxr.evaluation.config import CONFIG_NAME, EvalRunConfig
+
+if TYPE_CHECKING:
+    from llmcxr.evaluation.real_data import RealEvalConfig
 
 
 def file_sha256(paths: Sequence[Path]) -> str:
@@ -102,7 +106,7 @@ class RunFolder:
     def generated_image(self, image_id: str) -> Path:
         return self.generated / f"{safe_image_id(image_id)}.png"
 
-    def claim(self, config: EvalRunConfig, identity: dict) -> None:
+    def claim(self, config: EvalRunConfig | RealEvalConfig, identity: dict) -> None:
         saved = self.out / CONFIG_NAME
         if saved.is_file():
             previous = json.loads(saved.read_text(encoding="utf-8")).get("identity", {})
@@ -123,7 +127,14 @@ class RunFolder:
         for folder in (self.generated, self.baselines, self.classifier):
             if folder.is_dir():
                 shutil.rmtree(folder)
-        for name in ("reports.jsonl", "vqa.jsonl", "timings.json", "eval.json", "eval.md"):
+        for name in (
+            "reports.jsonl",
+            "vqa.jsonl",
+            "timings.json",
+            "eval.json",
+            "eval.md",
+            "reports_by_system.jsonl",
+        ):
             (self.out / name).unlink(missing_ok=True)
 
     def add_seconds(self, stage: str, seconds: float) -> None:

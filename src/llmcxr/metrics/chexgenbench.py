@@ -110,6 +110,35 @@ def prdc_scores(
     return {name: float(value) for name, value in scores.items()} | {"k": k}
 
 
+def feature_distribution(
+    generated: torch.Tensor, reference: torch.Tensor, seed: int = 0, k: int = PRDC_K
+) -> dict[str, dict]:
+    """CheXGenBench's distribution scores of generated (M, D) vs reference (N, D) features: FD, KD
+    (torchmetrics' KID: 100 subsets of min(N, M)) and PRDC (k nearest neighbours); PRDC is listed as
+    not run where a side has k + 1 features or fewer, or the ``prdc`` package is missing."""
+    distances = fid_kid_from_features(generated, reference, seed=seed)
+    result: dict[str, dict] = {
+        "fd": {"value": distances["fid"]},
+        "kd": {
+            "value": distances["kid_mean"],
+            "std": distances["kid_std"],
+            "subsets": distances["kid_subsets"],
+            "subset_size": distances["kid_subset_size"],
+        },
+    }
+    if min(len(generated), len(reference)) < k + 2:
+        result["prdc"] = {
+            "value": None,
+            "not_run": f"PRDC with k = {k} needs more than {k + 1} images per side",
+        }
+        return result
+    try:
+        result["prdc"] = prdc_scores(reference, generated, k)
+    except MetricNotRun as reason:
+        result["prdc"] = {"value": None, "not_run": str(reason)}
+    return result
+
+
 def inception_fid(
     generated: Sequence[str | Path], reference: Sequence[str | Path], weights: str | Path | None
 ) -> dict[str, object]:
@@ -151,20 +180,11 @@ def chexgenbench_scores(
         network = RadDinoFeatures(rad_dino)
         reference_features = rad_dino_features(network, list(reference))
         generated_features = rad_dino_features(network, list(generated))
-        distances = fid_kid_from_features(generated_features, reference_features, seed=seed)
         identity = {"network": network.name, "weights_sha256": network.weights_sha256}
-        metrics["fd_rad_dino"] = {"value": distances["fid"], **identity}
-        metrics["kd_rad_dino"] = {
-            "value": distances["kid_mean"],
-            "std": distances["kid_std"],
-            "subsets": distances["kid_subsets"],
-            "subset_size": distances["kid_subset_size"],
-            **identity,
-        }
-        try:
-            metrics["prdc"] = {**prdc_scores(reference_features, generated_features), **identity}
-        except MetricNotRun as reason:
-            metrics["prdc"] = {"value": None, "not_run": str(reason)}
+        distribution = feature_distribution(generated_features, reference_features, seed)
+        metrics["fd_rad_dino"] = {**distribution["fd"], **identity}
+        metrics["kd_rad_dino"] = {**distribution["kd"], **identity}
+        metrics["prdc"] = {**distribution["prdc"], **identity}
     try:
         metrics["fid_inception"] = inception_fid(generated, reference, inception_weights)
     except MetricNotRun as reason:
