@@ -1,16 +1,20 @@
 """The public protocols (issue 23): ReXrank's RadCliQ-v1 from its published inputs, `eval run` on real
 data, and `eval images --protocol chexgenbench` against a direct torchmetrics / prdc computation.
 
-    nice -n 10 python benchmarks/protocols.py [--data ../shared/data] [--limit 60]
-        [--work runs/protocols] [--out benchmarks/results/protocols.json]
+    nice -n 10 python benchmarks/protocols.py [--data ../shared/data] [--limit 40]
+        [--parts radcliq,real,iu,chexgenbench] [--work runs/protocols] [--out benchmarks/results/protocols.json]
+
+``--parts`` runs some parts only and keeps the others' entries already in ``--out``.
 
 1. Every row of ReXrank's results/findings_result_mimiccxr.csv (gh-pages branch of rajpurkarlab/ReXrank,
    copied below as published): 1/RadCliQ-v1 from its BLEU, BertScore, SembScore and RadGraph columns.
 2. `llmcxr eval run --source manifest` on the shared real CXRs with their clinical notes as stand-in
-   reports (no real reports ship with them), the shipped tiny model beside the baselines; and
-   `--source iu` on the IU X-ray reports, R2Gen's test split, reports only (no images here).
-   Offline: BLEU-2 and the rule labeler's F1 run; BERTScore, SembScore, RadGraph, RaTEScore, GREEN
-   and so 1/RadCliQ-v1 say "not run: no weights".
+   reports (no real reports ship with them), the shipped tiny model beside the baselines, both
+   directions: CXR -> report, and report -> CXR (FD/KD/PRDC in the finding classifier's features, as
+   no RAD-DINO weights are here; finding agreement with a classifier trained in the run on the train
+   split's images, labelled by the rule labeler from the notes); and `--source iu` on the IU X-ray
+   reports, R2Gen's test split, reports only (no images here). Offline: BLEU-2 and the rule labeler's
+   F1 run; BERTScore, SembScore, RadGraph, RaTEScore, GREEN and so 1/RadCliQ-v1 say "not run: no weights".
 3. Report -> CXR: the shipped model draws images from test reports; `eval images --protocol
    chexgenbench` against real test images with a tiny random RAD-DINO stand-in (a Dinov2 folder laid
    out as microsoft/rad-dino), and the same FD/KD/PRDC from torchmetrics / prdc on the same features.
@@ -93,19 +97,41 @@ def timed(*args: str) -> float:
 
 def run_summary(folder: Path, seconds: float) -> dict:
     result = json.loads((folder / "eval.json").read_text())
-    systems = {}
-    for name, scores in result["systems"].items():
+    summary = {
+        k: result[k] for k in ("data", "n_test", "n_train", "not_run", "generated_this_run", "timings")
+    }
+    reports = {}
+    for name, scores in result["cxr_to_report"]["systems"].items():
         metrics = scores["metrics"]
-        systems[name] = {
+        reports[name] = {
             "bleu2": metrics["bleu2"]["value"],
             "rules_f1_uncertain_positive": scores["rule_labeler_f1"]["uncertain_positive"],
             "rules_f1_uncertain_negative": scores["rule_labeler_f1"]["uncertain_negative"],
             "not_run": {m: e["not_run"] for m, e in metrics.items() if e.get("not_run")},
         }
-    return {k: result[k] for k in ("data", "n_test", "n_train", "not_run", "timings")} | {
-        "systems": systems,
-        "wall_s": seconds,
+    summary["cxr_to_report"] = reports
+    if "report_to_cxr" in result:
+        images = result["report_to_cxr"]
+        summary["report_to_cxr"] = {k: v for k, v in images.items() if k != "systems"} | {
+            "systems": {name: image_summary(scores) for name, scores in images["systems"].items()}
+        }
+    return summary | {"wall_s": seconds}
+
+
+def image_summary(scores: dict) -> dict:
+    agreement = scores["finding_agreement"]
+    summary = {
+        "macro_auroc": agreement["macro_auroc"],
+        "n_classes_scored": agreement["n_classes_scored"],
+        "auroc_per_class": {
+            c: v.get("auroc") for c, v in agreement["per_class"].items() if v.get("auroc") is not None
+        },
     }
+    if "distribution" in scores:
+        distribution = scores["distribution"]
+        summary |= {"fd": distribution["fd"]["value"], "kd": distribution["kd"]["value"]}
+        summary["prdc"] = {k: v for k, v in distribution["prdc"].items() if k != "k"}
+    return summary
 
 
 def tiny_rad_dino(folder: Path) -> Path:
@@ -193,33 +219,50 @@ def chexgenbench_check(work: Path, manifest: Path, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--classifier-steps", type=int, default=300)
+    parser.add_argument("--parts", default="radcliq,real,iu,chexgenbench")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "protocols")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "protocols.json")
     args = parser.parse_args()
-    result: dict = {"radcliq_v1_vs_rexrank": radcliq_rows()}
+    parts = set(args.parts.split(","))
+    result: dict = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "radcliq" in parts:
+        result["radcliq_v1_vs_rexrank"] = radcliq_rows()
     manifest = real_manifest(args.data, args.work)
-    real = args.work / "real-manifest"
-    seconds = timed("eval", "run", "--source", "manifest", "--data", str(manifest), "--model", str(MODEL),
-                    "--out", str(real), "--limit", str(args.limit))  # fmt: skip
-    result["eval_run_real_manifest"] = run_summary(real, seconds) | {
-        "command": f"llmcxr eval run --source manifest --data {shown(manifest)} --model {shown(MODEL)} "
-        f"--out {shown(real)} --limit {args.limit}",
-        "note": "reports are the shared set's clinical notes, a stand-in: real findings are not shipped",
-    }
-    iu = args.work / "iu-reports"
-    seconds = timed("eval", "run", "--source", "iu", "--data", str(args.data / "iu-xray" / "NLMCXR_reports.tgz"),
-                    "--iu-split", str(args.data / "iu-xray" / "r2gen_split.json"), "--out", str(iu))  # fmt: skip
-    result["eval_run_iu_reports_only"] = run_summary(iu, seconds)
-    result["chexgenbench_standin"] = chexgenbench_check(args.work / "images", manifest, args.images)
+    if "real" in parts:
+        real = args.work / "real-manifest-both"
+        command = ["eval", "run", "--source", "manifest", "--data", str(manifest), "--model", str(MODEL),
+                   "--out", str(real), "--limit", str(args.limit), "--tasks", "report,image",
+                   "--classifier-size", "64", "--classifier-steps", str(args.classifier_steps)]  # fmt: skip
+        seconds = timed(*command, "--restart")  # timed from scratch
+        summary = run_summary(real, seconds)
+        again = timed(*command)  # the same command again: resumes, generates nothing
+        resumed = json.loads((real / "eval.json").read_text())
+        shown_command = " ".join(shown(Path(a)) if Path(a).exists() else a for a in command)
+        result["eval_run_real_manifest"] = summary | {
+            "rerun": {"generated_this_run": resumed["generated_this_run"], "wall_s": again},
+            "command": f"llmcxr {shown_command} [--restart]",
+            "note": "reports are the shared set's clinical notes, a stand-in: real findings are not shipped; "
+            "finding labels are the rule labeler's reading of those notes",
+        }
+    if "iu" in parts:
+        iu = args.work / "iu-reports"
+        seconds = timed("eval", "run", "--source", "iu", "--data", str(args.data / "iu-xray" / "NLMCXR_reports.tgz"),
+                        "--iu-split", str(args.data / "iu-xray" / "r2gen_split.json"), "--out", str(iu),
+                        "--model", str(MODEL), "--tasks", "report,image")  # fmt: skip
+        result["eval_run_iu_reports_only"] = run_summary(iu, seconds)
+    if "chexgenbench" in parts:
+        result["chexgenbench_standin"] = chexgenbench_check(args.work / "images", manifest, args.images)
     result["machine"] = {
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "radcliq_v1_vs_rexrank"}, indent=1)[:3000])
-    print("RadCliQ max |diff|:", result["radcliq_v1_vs_rexrank"]["max_abs_diff"])
+    if "radcliq_v1_vs_rexrank" in result:
+        print("RadCliQ max |diff|:", result["radcliq_v1_vs_rexrank"]["max_abs_diff"])
 
 
 if __name__ == "__main__":

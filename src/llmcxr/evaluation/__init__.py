@@ -3,6 +3,8 @@
 - ``run``: ``llmcxr eval run``, generation on a split scored end to end beside the baselines, in
   stages: ``config`` (what is evaluated), ``run_folder`` (resume, timings), ``generate``,
   ``baselines``, ``score``, ``markdown`` and ``plots`` (eval.md and the figures).
+- ``real_data`` (with ``real_images``): ``llmcxr eval run --source manifest|mimic|iu``, both
+  directions on real CXRs and reports, resumable through the same ``run_folder`` and ``generate``.
 - ``files``: the file-level evaluations of the other ``llmcxr eval`` verbs (reports, images, VQA,
   baselines, finding preservation, training the finding classifier), reading prediction files
   through ``prediction_files``.
