@@ -174,3 +174,31 @@ def test_eval_run_without_a_model_scores_the_report_baselines_and_says_what_did_
         "vqa": "real-data sources carry no VQA pairs here",
     }
     assert set(written["cxr_to_report"]["systems"]) == {"most_common_report", "nearest_neighbour_pixels"}
+
+
+def test_iu_reports_without_images_skip_both_model_tasks_with_the_reason(tmp_path: Path) -> None:
+    reports = tmp_path / "ecgen-radiology"
+    reports.mkdir()
+    for uid in range(1, 7):
+        findings, impression = REPORTS[uid % 4].split(". ", 1)
+        (reports / f"{uid}.xml").write_text(
+            f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{uid}"/><MedlineCitation>'
+            f'<Article><Abstract><AbstractText Label="FINDINGS">{findings}.</AbstractText>'
+            f'<AbstractText Label="IMPRESSION">{impression}</AbstractText></Abstract></Article>'
+            f'</MedlineCitation><parentImage id="CXR{uid}_IM-0001-1001"/></eCitation>'
+        )
+    split = tmp_path / "annotation.json"  # R2Gen's layout; CXR6 is in no split and is left out
+    split.write_text(json.dumps({"train": ["CXR1_IM", "CXR2_IM", "CXR3_IM"], "test": ["CXR4_IM", "CXR5_IM"]}))
+    model = tiny_llmcxr_folder(tmp_path / "lm", REPORTS)
+    out = tmp_path / "eval"
+    args = ["eval", "run", "--source", "iu", "--data", str(reports), "--iu-split", str(split)]
+    result = CliRunner().invoke(
+        app, [*args, "--model", str(model), "--out", str(out), "--tasks", "report,image"]
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "eval.json").read_text())
+    assert written["n_test"] == 2 and written["n_train"] == 3
+    reason = "the test studies have no images here (reports only)"
+    assert written["not_run"] == {"cxr_to_report/model": reason, "report_to_cxr": reason}
+    assert set(written["cxr_to_report"]["systems"]) == {"most_common_report"}
+    assert written["generated_this_run"] == {} and "report_to_cxr" not in written

@@ -123,8 +123,7 @@ class RealEvalConfig:
             raise BadInputError(
                 "tasks", f"unknown or no tasks {list(self.tasks)}", f"choose from {REAL_TASKS}"
             )
-        if self.limit is not None and self.limit < 1:
-            raise BadInputError("limit", f"must be at least 1, got {self.limit}")
+        self.generation().check()  # sampling names, batch size, limit
 
     def generation(self) -> EvalRunConfig:
         """The same settings as the synthetic pipeline's generation stages read them (greedy reports),
