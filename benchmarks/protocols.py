@@ -251,7 +251,7 @@ def main() -> None:
         iu = args.work / "iu-reports"
         seconds = timed("eval", "run", "--source", "iu", "--data", str(args.data / "iu-xray" / "NLMCXR_reports.tgz"),
                         "--iu-split", str(args.data / "iu-xray" / "r2gen_split.json"), "--out", str(iu),
-                        "--model", str(MODEL), "--tasks", "report,image")  # fmt: skip
+                        "--model", str(MODEL), "--tasks", "report,image", "--restart")  # fmt: skip
         result["eval_run_iu_reports_only"] = run_summary(iu, seconds)
     if "chexgenbench" in parts:
         result["chexgenbench_standin"] = chexgenbench_check(args.work / "images", manifest, args.images)
