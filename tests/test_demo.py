@@ -24,7 +24,8 @@ def test_demo_trains_here_writes_page_with_four_tasks_and_reuses_stages(tmp_path
     sections = _sections(run_demo(tmp_path, n_images=40, train_seconds=6, progress=False, train=True))
     images = [len(re.findall(r'<img src="data:image/png;base64,', s)) for s in sections]
     assert images[0] >= 1 and images[1] >= 2 and images[2] >= 1 and images[3] == 0
-    summary = json.loads((tmp_path / "demo.json").read_text())
+    summary = json.loads((tmp_path / "demo-train.json").read_text())
+    assert not (tmp_path / "demo.html").exists()  # the shipped model's page is never overwritten
     assert set(summary["timings_s"]) == {"world", "encode", "train", "generate"}
     assert summary["outputs"]["vqa"][0]["question"] and summary["outputs"]["report"][0]["reference"]
     assert (tmp_path / "run" / "model" / "config.json").is_file()

@@ -443,9 +443,11 @@ def test_cli_errors_name_the_problem(model_folder, cxr_files, tmp_path):
     plain = tmp_path / "plain"
     shutil.copytree(model_folder, plain)
     (plain / "image_tokens.json").unlink()
+    for image, message in [(tmp_path / "missing.png", "file not found"), (not_image, "not an image")]:
+        result = runner.invoke(app, ["report", str(image), "--model", str(model_folder)])
+        assert result.exit_code == 2, result.output  # said per file; the batch goes on (issue 24)
+        assert message in result.output
     cases = [
-        (["report", str(tmp_path / "missing.png"), "--model", str(model_folder)], "file not found"),
-        (["report", str(not_image), "--model", str(model_folder)], "not an image"),
         (["report", str(cxr_files[0]), "--model", str(tmp_path / "nope")], "model folder not found"),
         (["chat", "hi", "--model", str(tmp_path)], "not a model folder"),
         (["image", "Normal.", "--model", str(plain), "-o", str(tmp_path / "x.png")], "without image tokens"),

@@ -251,7 +251,7 @@ def test_bad_files(tmp_path: Path) -> None:
     cases.append(
         (_save(tmp_path, "tiny.png", Image.fromarray(_gradient(20, 30))), "smaller than the minimum")
     )
-    cases.append((tmp_path, "not a file"))
+    cases.append((tmp_path, "is a folder"))
     for path, problem in cases:
         with pytest.raises(BadInputError, match=problem) as err:
             load_image(path)

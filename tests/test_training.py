@@ -370,6 +370,38 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     assert hash_a == hash_b
 
 
+class DieWhileSaving(TrainerCallback):
+    """Arms a failure inside the Trainer's checkpoint write at step ``step`` (the optimizer's file, after
+    the weights and config are written), as a kill mid-write would leave it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            kwargs["optimizer"].state_dict = lambda: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+        return control
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_none_and_resume_takes_the_previous(tmp_path):
+    train_recipe(_tiny_recipe(tmp_path / "a", max_steps=4))
+    interrupted = _tiny_recipe(tmp_path / "b", max_steps=4)
+    with pytest.raises(KeyboardInterrupt):
+        train_recipe(interrupted, callbacks=[DieWhileSaving(4)])
+    run = tmp_path / "b" / "run"
+    assert (run / "checkpoint-2").is_dir() and not (run / "checkpoint-4").exists()  # before: half-written
+    # A checkpoint left half-written by a run without staging (a 0-byte config.json) is skipped on resume.
+    (run / "checkpoint-3").mkdir()
+    (run / "checkpoint-3" / "config.json").write_bytes(b"")
+    with pytest.warns(
+        UserWarning, match="checkpoint-3: incomplete checkpoint .config.json is missing or empty"
+    ):
+        train_recipe(interrupted, resume=True)
+    hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
+    assert (run / "weights_sha256.rank0.txt").read_text() == hash_a
+    assert not (run / ".staging").exists()
+
+
 def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
     """The stem's weights are saved beside the LM's in every checkpoint: a killed run resumes to
     the same weights, and a checkpoint exports as the model of its step, stem included."""

@@ -133,6 +133,16 @@ class TrainBar(TrainerCallback):
         if logs and "loss" in logs:
             self.progress.update(self.task, description=f"train the LM (loss {logs['loss']:.2f})")
 
+    def on_train_end(self, args, state, control, **kwargs):
+        """A run stopped by its time cap ends as a finished bar that says so (89/187 read as unfinished)."""
+        if state.global_step < state.max_steps:
+            self.progress.update(
+                self.task,
+                total=state.global_step,
+                completed=state.global_step,
+                description=f"train the LM: done at the --train-seconds cap ({state.max_steps} steps planned)",
+            )
+
 
 def train_model(recipe, progress: Progress) -> Path:
     """Train (or resume a killed run); a finished run's exported model is reused as it is."""
@@ -384,9 +394,10 @@ def run_demo(
             "model": str(model_dir),
         }
     )
-    page = out_dir / "demo.html"
+    name = "demo" if shipped else "demo-train"  # --train never overwrites the shipped model's page
+    page = out_dir / f"{name}.html"
     atomic.write_text(page, render_page(results, summary))
-    atomic.write_json(out_dir / "demo.json", {**summary, "outputs": json_summary(results)})
+    atomic.write_json(out_dir / f"{name}.json", {**summary, "outputs": json_summary(results)})
     console.print(f"[bold green]demo page:[/] {page.resolve()}")
     return page
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -44,8 +45,14 @@ app.command("demo")(demo_command)
 app.command("serve")(serve_command)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning (a lateral view, a shortened reply) as one line, not a source location."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
 def main() -> None:
     """Entry point: bad input is one clear line on stderr and exit code 2, never a traceback."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except BadInputError as err:

@@ -304,7 +304,14 @@ def train_classifier(
 
 @app.command("run")
 def run(
-    model: Path | None = typer.Option(None, "--model", "-m", help="Model folder written by `llmcxr train`."),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model folder written by `llmcxr train` (default on a synthetic world: the shipped model, "
+        "checkpoints/llmcxr-tiny; with --source, none: the baselines only).",
+        show_default=False,
+    ),
     data: Path = typer.Option(
         ...,
         "--data",
@@ -392,13 +399,12 @@ def run(
             rad_dino=rad_dino, device=device, threads=threads, restart=restart, weights=weights,
         ))  # fmt: skip
         return
-    if model is None:
-        raise typer.BadParameter("--model is needed on a synthetic world")
     from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
+    from llmcxr.model.folder import model_or_shipped
 
     _convention(uncertain)
     config = EvalRunConfig(
-        model=model,
+        model=model_or_shipped(model),
         data=data,
         out=out,
         split=split,

@@ -2,9 +2,10 @@
 classifier-free guidance for report -> CXR, response likelihoods (best-of-k images), and the
 ``LLMCXR`` API."""
 
-from llmcxr.generation.api import LLMCXR, ImageResult, TextResult, Timings, default_dtype
+from llmcxr.generation.api import LLMCXR, ImageResult, TextResult, Timings
 from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
 from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode, left_pad
+from llmcxr.generation.devices import default_cpu_threads, default_dtype
 from llmcxr.generation.guidance import Guidance, guide, unconditional_parts
 from llmcxr.generation.likelihood import response_log_likelihood
 
@@ -20,6 +21,7 @@ __all__ = [
     "TextResult",
     "Timings",
     "decode",
+    "default_cpu_threads",
     "default_dtype",
     "guide",
     "left_pad",

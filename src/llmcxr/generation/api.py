@@ -28,12 +28,15 @@ from PIL import Image
 
 from llmcxr.errors import BadInputError
 from llmcxr.generation.constraints import ImageTokenConstraint, SpecialIds, TextOnlyConstraint
+from llmcxr.generation.context import check_fits, fit_text_reply, max_positions, warn_if_cut
 from llmcxr.generation.decode import DecodeOutput, SamplingConfig, decode
+from llmcxr.generation.devices import default_device, default_dtype
 from llmcxr.generation.guidance import Guidance, unconditional_parts
 from llmcxr.generation.likelihood import response_log_likelihood
 from llmcxr.generation.results import ImageResult, TextResult, Timings
 from llmcxr.imaging import load_cxr, to_pil
 from llmcxr.model import LLMCXRFolder, load_llmcxr_folder
+from llmcxr.model.folder import trained_only_on_synthetic
 from llmcxr.prompt import (
     IMAGE_PLACEHOLDER,
     PromptParts,
@@ -43,27 +46,6 @@ from llmcxr.prompt import (
 )
 
 Progress = Callable[[int], None]  # called with the number of inputs finished after each batch
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 where the hardware does bf16 matmuls natively, else fp32.
-
-    Measured on this project's CPU (AMD EPYC, AVX2, no AVX512-BF16/AMX): a 2048x256 @ 256x1024 bf16
-    matmul takes 2.19 s against 0.064 s in fp32, so bf16 is only chosen where oneDNN reports bf16
-    support (AVX512-BF16 / AMX) or on a CUDA GPU that supports it.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return torch.bfloat16 if native else torch.float32
 
 
 def _as_list(value: Any) -> tuple[list[Any], bool]:
@@ -86,6 +68,8 @@ class LLMCXR:
         self.tokenizer = loaded.tokenizer
         self.image_tokens = loaded.image_tokens
         self.train_config = loaded.train_config  # the recipe it was trained with ({} if unknown)
+        # its recipe names synthetic worlds only: its output for a real CXR is not a medical reading
+        self.synthetic_only = trained_only_on_synthetic(self.train_config)
         self.defaults = loaded.generation  # the folder's recommended settings: used where a call gives none
         phrasings = phrasings_for(self.image_tokens.prompt_layout)
         self.report_instruction = self.defaults.report_instruction or phrasings["report_generation"][0]
@@ -194,6 +178,8 @@ class LLMCXR:
             encode_parts(p, self.tokenizer, self.image_tokens, c, image_field)
             for p, c in zip(parts, codes, strict=True)
         ]
+        lengths = [len(e.input_ids) for e in examples]
+        check_fits("report", lengths, 0, max_positions(self.model), "its image and report")
         return response_log_likelihood(self.model, examples, self.special.pad, batch_size)
 
     def _text(
@@ -204,9 +190,19 @@ class LLMCXR:
         guidance: Guidance | None = None,
     ) -> DecodeOutput:
         constraint = TextOnlyConstraint(self.image_tokens, self.special)
-        return decode(
-            self.model, prompts, self.special, [constraint], sampling, seeds=seeds, guidance=guidance
+        limit = max_positions(self.model)
+        reply = fit_text_reply("prompt", prompts, sampling.max_new_tokens, limit)
+        out = decode(
+            self.model,
+            prompts,
+            self.special,
+            [constraint],
+            replace(sampling, max_new_tokens=reply),
+            seeds=seeds,
+            guidance=guidance,
         )
+        warn_if_cut(out.new_tokens, out.stopped, reply, sampling.max_new_tokens, limit)
+        return out
 
     def _text_results(
         self, out: DecodeOutput, parts: list[PromptParts], timings: Timings
@@ -404,6 +400,14 @@ class LLMCXR:
         instruction = instruction or self.image_instruction
         texts = [report for report in items for _ in range(n)]
         uncond = self.prompt_ids(unconditional_parts(instruction))
+        image_reply = len(self.image_opening) + self.image_tokens.block_length + len(self.image_closing)
+        check_fits(  # every report once, before any is drawn
+            "report",
+            [len(self.prompt_ids(PromptParts(instruction, report))) for report in items],
+            image_reply,
+            max_positions(self.model),
+            f"the {image_reply} image tokens to draw",
+        )
         results: list[ImageResult] = []
         for rows in _chunks(len(texts), max(1, batch_size // candidates)):
             start = time.perf_counter()
@@ -416,9 +420,7 @@ class LLMCXR:
                 prompts,
                 self.special,
                 sampling=sampling,
-                max_new_tokens=len(self.image_opening)
-                + self.image_tokens.block_length
-                + len(self.image_closing),
+                max_new_tokens=image_reply,
                 guidance=guidance,
                 make_processors=lambda width: [
                     ImageTokenConstraint(

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from llmcxr.errors import BadInputError
-from llmcxr.imaging.limits import ImageLimits, is_frontal
+from llmcxr.imaging.limits import ImageLimits, NonFrontalViewWarning, is_frontal
 from llmcxr.imaging.listing import ImageEntry, list_images, scan_images
-from llmcxr.imaging.load import ImageSource, load_image
+from llmcxr.imaging.load import ImageSource, check_image_path, load_image
 from llmcxr.imaging.preprocess import PIXEL_PIPELINES, preprocess, preprocess_official, to_pil, to_unit
 
 
@@ -42,7 +42,9 @@ __all__ = [
     "ImageEntry",
     "ImageLimits",
     "ImageSource",
+    "NonFrontalViewWarning",
     "PIXEL_PIPELINES",
+    "check_image_path",
     "is_frontal",
     "list_images",
     "load_cxr",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from llmcxr.errors import BadInputError
@@ -60,4 +61,21 @@ def require_frontal(source: object, view: str | None) -> None:
             source,
             f"view '{view}' is not frontal (lateral or other projection)",
             "only frontal (PA/AP) chest X-rays are wanted here; drop it or turn off frontal_only",
+        )
+
+
+class NonFrontalViewWarning(UserWarning):
+    """An image read anyway although its metadata states a lateral or other non-frontal view."""
+
+
+def warn_if_not_frontal(source: object, view: str | None) -> None:
+    """Warn (``NonFrontalViewWarning``) when metadata states a non-frontal view: the model was trained on
+    frontal CXRs, so what it says of a lateral one is not to be trusted (``frontal_only`` refuses instead)."""
+    if is_frontal(view) is False:
+        warnings.warn(
+            NonFrontalViewWarning(
+                f"{source}: view '{view}' is not frontal; the model was trained on frontal (PA/AP) "
+                "chest X-rays, so its output for this image is unreliable"
+            ),
+            stacklevel=3,
         )

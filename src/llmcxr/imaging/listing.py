@@ -3,7 +3,8 @@
 A manifest names each image in an ``image`` or ``image_path`` column (relative to the manifest's own
 folder, or absolute), with optional ``image_id`` and ``view`` columns. Without ``image_id`` an image
 is keyed by its file stem; where two files share a stem, every image is keyed by its path relative
-to the folder/manifest, without suffix (``p10/s5/abc``), so ids stay unique and stable.
+to the folder/manifest, without suffix (``p10/s5/abc``), or with it where that still collides
+(``good.png`` and ``good.jpg`` in one folder), so ids stay unique and stable.
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def _relative_key(path: Path, root: Path) -> str:
         return path.with_suffix("").as_posix().lstrip("/")
 
 
+def _unique(keys: list[str]) -> bool:
+    return len(set(keys)) == len(keys)
+
+
 def _assign_ids(paths: list[Path], root: Path) -> list[str]:
-    """File stems, or relative paths without suffix when any two stems collide."""
-    stems = [p.stem for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [_relative_key(p, root) for p in paths]
+    """File stems; relative paths without suffix when two stems collide; with suffix when those do too."""
+    for keys in (
+        [p.stem for p in paths],
+        [_relative_key(p, root) for p in paths],
+        [_relative_key(p, root) + p.suffix for p in paths],
+    ):
+        if _unique(keys):
+            return keys
+    return [p.as_posix() for p in paths]  # the same file listed twice: refused by the caller
 
 
 def _walk_folder(folder: Path) -> list[ImageEntry]:

@@ -1,8 +1,8 @@
 """Any chest X-ray input -> float32 (H, W) pixels in [0, 1], or a BadInputError that names the problem.
 
 Accepted: PNG/JPEG (and anything else PIL reads) at 8 or 16 bits, grayscale, RGB, RGBA, palette;
-DICOM (see ``dicom.py``); numpy arrays; PIL images. Sizes are checked on the header before decoding,
-so a decompression bomb is refused without allocating its pixels.
+DICOM (see ``dicom.py``); ``.npy`` files; numpy arrays; PIL images. Sizes are checked on the header
+before decoding, so a decompression bomb is refused without allocating its pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from llmcxr.errors import BadInputError
 from llmcxr.imaging.dicom import looks_like_dicom, read_dicom
-from llmcxr.imaging.limits import ImageLimits, check_size, require_frontal
+from llmcxr.imaging.limits import ImageLimits, check_size, require_frontal, warn_if_not_frontal
 
 ImageSource = str | Path | Image.Image | np.ndarray
 
@@ -39,7 +39,7 @@ def _from_array(pixels: np.ndarray, source: object) -> np.ndarray:
         raise BadInputError(
             source, f"array of shape {pixels.shape} is not an image", "pass (H, W), (H, W, C) or (C, H, W)"
         )
-    return _unit_scale(pixels, source).astype(np.float32)
+    return _unit_scale(pixels, source).astype(np.float32, copy=False)
 
 
 def _unit_scale(pixels: np.ndarray, source: object) -> np.ndarray:
@@ -47,7 +47,9 @@ def _unit_scale(pixels: np.ndarray, source: object) -> np.ndarray:
     if pixels.dtype == np.bool_:
         return pixels.astype(np.float64)
     if pixels.dtype in _FULL_SCALE:
-        return pixels.astype(np.float64) / _FULL_SCALE[pixels.dtype]
+        # float32 in place: a 64 M-pixel 16-bit image would take 512 MB more as float64 (issue 24)
+        unit = pixels.astype(np.float32)
+        return np.divide(unit, np.float32(_FULL_SCALE[pixels.dtype]), out=unit)
     if np.issubdtype(pixels.dtype, np.floating):
         if not np.isfinite(pixels).all():
             raise BadInputError(source, "image holds NaN or infinite values")
@@ -68,7 +70,9 @@ def _from_pil(image: Image.Image, source: object) -> np.ndarray:
     """A decoded PIL image of any mode -> float32 (H, W) in [0, 1]."""
     mode = image.mode
     if mode.startswith("I;16"):  # 16-bit grayscale PNG/TIFF
-        return _unit_scale(np.asarray(image).astype(np.uint16), source).astype(np.float32)
+        return _unit_scale(np.asarray(image).astype(np.uint16, copy=False), source).astype(
+            np.float32, copy=False
+        )
     if mode == "I":  # 32-bit integer; PIL opens some 16-bit files this way
         values = np.asarray(image)
         if values.min() < 0 or values.max() > 65535:
@@ -104,6 +108,8 @@ def _read_file(path: Path, limits: ImageLimits, draft_side: int | None = None) -
                     _draft_jpeg(image, draft_side)
                 image.load()
                 return _from_pil(image, path)
+    except BadInputError:
+        raise  # already names the file and the problem (a ValueError, so it must not be wrapped below)
     except UnidentifiedImageError:
         raise BadInputError(path, "not an image (no reader recognises this file)") from None
     except Image.DecompressionBombError as err:
@@ -116,6 +122,34 @@ def _read_file(path: Path, limits: ImageLimits, draft_side: int | None = None) -
         raise BadInputError(
             path, f"unreadable or truncated image ({type(err).__name__}: {err})", "re-export the file"
         ) from None
+
+
+def _array_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(width, height) of an array ``_from_array`` would read; (0, 0) for a shape it refuses."""
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        shape = (*shape[1:], shape[0])
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4)):
+        return shape[1], shape[0]
+    return 0, 0
+
+
+def _read_npy(path: Path, limits: ImageLimits) -> np.ndarray:
+    """A ``.npy`` file: the header's shape is checked before the pixels are read; no pickles."""
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise BadInputError(
+            path, f"unreadable .npy file ({type(err).__name__}: {err})", "save it with numpy.save"
+        ) from None
+    if not isinstance(mapped, np.ndarray):
+        raise BadInputError(path, "holds several arrays (.npz)", "save one image per .npy file")
+    width, height = _array_size(mapped.shape)
+    if (width, height) == (0, 0):
+        raise BadInputError(
+            path, f"array of shape {mapped.shape} is not an image", "save (H, W), (H, W, C) or (C, H, W)"
+        )
+    check_size(path, width, height, limits)
+    return _from_array(np.asarray(mapped), path)
 
 
 def load_image(
@@ -154,10 +188,25 @@ def load_image(
                 name, f"unreadable or truncated image ({type(err).__name__}: {err})"
             ) from None
     path = Path(source)
-    if not path.is_file():
-        raise BadInputError(path, "file not found" if not path.exists() else "not a file")
+    check_image_path(path)
     if path.stat().st_size == 0:
         raise BadInputError(path, "empty file (0 bytes)", "the download or copy was interrupted")
+    if not frontal_only:
+        warn_if_not_frontal(path, view)
     if looks_like_dicom(path):
         return read_dicom(path, limits, frontal_only=frontal_only)
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path, limits)
     return _read_file(path, limits, draft_side)
+
+
+def check_image_path(path: Path) -> None:
+    """Raise BadInputError for a path that is missing, a folder, or not a regular file."""
+    if path.is_dir():
+        raise BadInputError(
+            path, "is a folder, not an image file", "give the image files (e.g. folder/*.png)"
+        )
+    if not path.exists():
+        raise BadInputError(path, "file not found", "give the path of a PNG, JPEG, DICOM or .npy file")
+    if not path.is_file():
+        raise BadInputError(path, "not a regular file", "give the path of a PNG, JPEG, DICOM or .npy file")

@@ -39,6 +39,29 @@ from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
 
 VQ_SUBFOLDER = "vq"
 TRAIN_CONFIG_FILE = "llmcxr_train.json"
+# The model the project ships, found beside the package in a clone (an editable install), never by the
+# working directory: src/llmcxr/model/folder.py -> the repository.
+SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "checkpoints" / "llmcxr-tiny"
+
+
+def model_or_shipped(folder: str | Path | None) -> Path:
+    """``folder``, or the shipped model (``SHIPPED_MODEL``) when none is given."""
+    if folder is not None:
+        return Path(folder)
+    if not (SHIPPED_MODEL / "config.json").is_file():
+        raise BadInputError(
+            SHIPPED_MODEL,
+            "no model folder given, and the shipped model is not here (it ships with a clone of the "
+            "repository, installed with `pip install -e .`)",
+            "give --model FOLDER (a folder `llmcxr train` wrote)",
+        )
+    return SHIPPED_MODEL
+
+
+def trained_only_on_synthetic(train_config: dict[str, Any]) -> bool:
+    """True when the recipe a model folder records trained it on ``llmcxr.synth`` worlds alone."""
+    kinds = [source.get("kind") for source in train_config.get("data") or [] if isinstance(source, dict)]
+    return bool(kinds) and all(kind == "synthetic" for kind in kinds)
 
 
 def replace_folder(stage: Path, out: Path) -> None:
@@ -144,10 +167,22 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
             f"no {IMAGE_TOKENS_FILE}: a plain language model without image tokens",
             "train it with `llmcxr train` (it adds the image tokens) before using it for CXRs",
         )
+    if not any(folder.glob("model*.safetensors")) and any(folder.glob("pytorch_model*.bin")):
+        raise BadInputError(
+            folder,
+            "holds pytorch_model.bin (a pickle, which can run code when loaded) but no model.safetensors; "
+            "llmcxr loads safetensors only",
+            "convert it once, if you trust its source: AutoModelForCausalLM.from_pretrained(folder)"
+            ".save_pretrained(folder) writes model.safetensors",
+        )
     image_tokens = ImageTokenMap.load(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with _unreadable(folder, "tokenizer (tokenizer.json, tokenizer_config.json)"), _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     image_tokens.check(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    with _unreadable(folder, "language model (config.json, model.safetensors)"), _quiet_transformers():
+        # safetensors only: a pickled pytorch_model.bin enters through an explicit conversion (`llmcxr convert
+        # official` reads it with weights_only), never by loading (a pickle can run code).
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     load_grid_stem(model, image_tokens, folder)
     model = model.to(device).eval()
     if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_block_id:
@@ -155,5 +190,41 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
             folder, "the model has fewer embedding rows than image tokens", "re-export the folder"
         )
     config_path = folder / TRAIN_CONFIG_FILE
-    train_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    with _unreadable(config_path, "training recipe"):
+        train_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     return LLMCXRFolder(folder, model, tokenizer, image_tokens, train_config, GenerationDefaults.load(folder))
+
+
+@contextmanager
+def _unreadable(where: Path, what: str) -> Iterator[None]:
+    """transformers, tokenizers and safetensors report a broken file with OSError, ValueError, RuntimeError
+    (a size mismatch) or SafetensorError (an Exception): one BadInputError naming the folder instead."""
+    try:
+        yield
+    except BadInputError:
+        raise
+    except Exception as err:
+        detail = " ".join(str(err).split())[:300]
+        if "mismatched_sizes" in detail:  # transformers points at a report that _quiet_transformers hid
+            detail = "the weights' shapes do not match config.json"
+        raise BadInputError(
+            where,
+            f"unreadable {what} ({type(err).__name__}: {detail})",
+            "the folder is incomplete or damaged: export it again (`llmcxr export-checkpoint`) or copy it anew",
+        ) from None
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bar or load report on the user's terminal (errors still raise)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,7 +1,7 @@
 """The REST API: /v1/report, /v1/image, /v1/answer, /v1/chat, /v1/health; every error is JSON.
 
 Errors always read ``{"error": <code>, "reason": <what went wrong and what to do>}``: 400 bad input
-(unreadable image, empty text), 413 request too large, 422 malformed request (missing field, wrong
+(unreadable image, empty text), 408 body too slow, 413 request too large, 422 malformed request (missing field, wrong
 type), 503 queue full, 504 no result within the timeout, 500 anything else (with its type).
 """
 
@@ -13,10 +13,10 @@ import json
 import re
 import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmcxr.errors import BadInputError
 from llmcxr.serve.service import GUIDANCE_RANGE, MAX_CANDIDATES, MAX_SEED, Service
-from llmcxr.serve.uploads import read_upload_bytes
+from llmcxr.serve.uploads import Upload
 from llmcxr.serve.worker import QueueFull
 
 
@@ -56,6 +56,9 @@ class TextReply(BaseModel):
     seconds: float = Field(description="request time on the server, queue wait included")
     compute_s: float = Field(description="model time of the request's batch")
     tokens: list[int] = Field(description="the generated token ids (the stop token left out)")
+    notes: list[str] = Field(
+        default_factory=list, description="what reading the image noted, e.g. a stated lateral view"
+    )
 
 
 class ImageRequest(BaseModel):
@@ -121,9 +124,9 @@ REPORT_GUIDANCE_FIELD = Form(
 # --- the routes ---------------------------------------------------------------------------------
 
 
-async def _pixels(image: UploadFile):
-    data = await image.read()
-    return await run_in_threadpool(read_upload_bytes, data, image.filename)
+def _upload(image: UploadFile) -> Upload:
+    """The upload as the server spooled it; decoded later, on the model worker (``Service``)."""
+    return Upload(image.filename, file=image.file)
 
 
 async def _wait(service: Service, submit) -> Any:
@@ -144,13 +147,14 @@ async def _wait(service: Service, submit) -> Any:
         ) from None
 
 
-def _text_reply(result, start: float) -> TextReply:
+def _text_reply(result, start: float, notes: list[str] | None = None) -> TextReply:
     return TextReply(
         text=result.text,
         stopped=result.stopped,
         seconds=round(time.perf_counter() - start, 4),
         compute_s=round(result.timings.total_s, 4),
         tokens=result.tokens,
+        notes=notes or [],
     )
 
 
@@ -169,9 +173,8 @@ def build_router(service: Service) -> APIRouter:
         guidance_scale: float | None = REPORT_GUIDANCE_FIELD,
     ) -> TextReply:
         start = time.perf_counter()
-        pixels = await _pixels(image)
-        result = await _wait(service, lambda: service.report(pixels, seed, greedy, guidance_scale))
-        return _text_reply(result, start)
+        reply = await _wait(service, lambda: service.report(_upload(image), seed, greedy, guidance_scale))
+        return _text_reply(reply.result, start, reply.notes)
 
     @router.post("/answer", response_model=TextReply, summary="VQA: a question about a CXR")
     async def answer(
@@ -181,10 +184,8 @@ def build_router(service: Service) -> APIRouter:
         greedy: bool = GREEDY_FIELD,
     ) -> TextReply:
         start = time.perf_counter()
-        service.check_text("question", question)  # before the image is decoded
-        pixels = await _pixels(image)
-        result = await _wait(service, lambda: service.answer(pixels, question, seed, greedy))
-        return _text_reply(result, start)
+        reply = await _wait(service, lambda: service.answer(_upload(image), question, seed, greedy))
+        return _text_reply(reply.result, start, reply.notes)
 
     @router.post("/chat", response_model=TextReply, summary="A text instruction (no image)")
     async def chat(request: ChatRequest) -> TextReply:
@@ -265,7 +266,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}.get(
             err.status_code, "http_error"
         )
         return JSONResponse(
@@ -283,13 +284,35 @@ def install_error_handlers(app: FastAPI) -> None:
 _URL_FILE = re.compile(r"/file[=/]+\s*https?:", re.IGNORECASE)
 
 
-class RequestGuard:
-    """ASGI middleware: refuse bodies over ``max_bytes`` (413, by Content-Length or while streaming)
-    and URL fetches through the web app's file route (403). Replies are JSON like every other error."""
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
-    def __init__(self, app, max_bytes: int) -> None:
+
+class RequestGuard:
+    """ASGI middleware in front of everything (REST and web app), every reply JSON:
+
+    - bodies over ``max_bytes``: 413 (by Content-Length, or counted while a chunked body streams);
+    - a body that has not fully arrived ``read_timeout_s`` after the request began: 408 (a slow-body
+      client would otherwise hold a connection and its buffers forever; slow headers are cut by
+      ``timeouts.TimedH11Protocol``);
+    - a web-app upload while ``upload_dir`` holds ``max_upload_store_bytes`` already: 507 (uploads stay
+      on disk until they age out, so their total is bounded here);
+    - URL fetches through the web app's file route: 403.
+    """
+
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        read_timeout_s: float = 30.0,
+        upload_dir: str | Path | None = None,
+        max_upload_store_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.upload_dir = Path(upload_dir) if upload_dir else None
+        self.max_upload_store_bytes = max_upload_store_bytes
 
     async def _reply(self, send, status: int, error: str, reason: str) -> None:
         body = json.dumps(error_body(error, reason)).encode()
@@ -300,11 +323,17 @@ class RequestGuard:
     def _too_large(self, size: str) -> str:
         return f"request body of {size} is over the limit of {self.max_bytes:,} bytes; send a smaller image"
 
+    def _upload_store_full(self, path: str) -> bool:
+        if self.upload_dir is None or not path.rstrip("/").endswith("/upload"):
+            return False
+        return self.upload_dir.is_dir() and _folder_bytes(self.upload_dir) >= self.max_upload_store_bytes
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if _URL_FILE.search(scope.get("path", "")):
+        path = scope.get("path", "")
+        if _URL_FILE.search(path):
             await self._reply(
                 send, 403, "forbidden", "this server serves its own files only and fetches no URLs"
             )
@@ -313,13 +342,31 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reply(send, 413, "too_large", self._too_large(f"{int(declared):,} bytes"))
             return
+        if scope.get("method") == "POST" and self._upload_store_full(path):
+            await self._reply(
+                send,
+                507,
+                "upload_space_full",
+                f"the server holds {self.max_upload_store_bytes:,} bytes of uploads already; retry in a few minutes",
+            )
+            return
         received = 0
+        body_done = False
+        deadline = time.monotonic() + self.read_timeout_s
 
         async def counted_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only a disconnect can come: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise StarletteHTTPException(
+                    408, f"the request body did not arrive within {self.read_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:  # a chunked upload without Content-Length
                     raise StarletteHTTPException(413, self._too_large(f"over {self.max_bytes:,} bytes"))
             return message

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
+from llmcxr.imaging import ImageLimits
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -19,6 +20,12 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting for the model; one more gets 503
     timeout_s: float = 60.0  # per request, queue wait included; over it gets 504
     max_request_bytes: int = 20 * 1024 * 1024  # whole request body (uploads included); over it gets 413
+    # Decoded pixels per uploaded image: real CXRs have at most ~4,300 x 4,300 (18.5 M); this bounds one
+    # decode to ~0.3 GB (16-bit: 2 bytes stored, 4 as float32, plus PIL's copy), one decode at a time.
+    max_image_pixels: int = 25_000_000
+    read_timeout_s: float = 30.0  # request headers, and then the whole body, must arrive within this (408)
+    max_upload_store_bytes: int = 256 * 1024 * 1024  # web-app uploads kept on disk at once (507 over it)
+    upload_max_age_s: int = 900  # web-app uploads older than this are deleted
     max_text_chars: int = 4000  # each report / question / instruction
     max_new_tokens: int = 256  # longest text reply
     max_samples: int = 8  # images per report->CXR request in the web app
@@ -36,12 +43,20 @@ class ServeConfig:
             "max_text_chars": (self.max_text_chars, 1, None),
             "max_new_tokens": (self.max_new_tokens, 1, None),
             "max_samples": (self.max_samples, 1, None),
+            "max_image_pixels": (self.max_image_pixels, 4096, None),
+            "max_upload_store_bytes": (self.max_upload_store_bytes, 1, None),
+            "upload_max_age_s": (self.upload_max_age_s, 1, None),
         }
         for name, (value, low, high) in bounds.items():
             if value < low or (high is not None and value > high):
                 raise BadInputError(name, f"{value} is outside {low}..{high or 'any'}")
-        if not self.timeout_s > 0:
-            raise BadInputError("timeout_s", f"must be positive, got {self.timeout_s}")
+        for name in ("timeout_s", "read_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise BadInputError(name, f"must be positive, got {getattr(self, name)}")
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_pixels=self.max_image_pixels)
 
     def is_loopback(self) -> bool:
         if self.host in LOOPBACK_NAMES:

@@ -32,7 +32,7 @@ def require_serve_extra() -> None:
 def load_model(config: ServeConfig) -> Any:  # -> llmcxr.generation.LLMCXR
     import torch
 
-    from llmcxr.generation import LLMCXR
+    from llmcxr.generation import LLMCXR, default_cpu_threads
 
     if config.dtype not in DTYPES:
         raise BadInputError("dtype", f"{config.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -40,6 +40,8 @@ def load_model(config: ServeConfig) -> Any:  # -> llmcxr.generation.LLMCXR
         torch.set_num_threads(config.threads)
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.dtype]
     model = LLMCXR.from_pretrained(config.model, device=config.device, dtype=dtype)
+    if config.threads <= 0 and (threads := default_cpu_threads(model.model)):
+        torch.set_num_threads(threads)
     if model.vq is None:
         raise BadInputError(
             config.model, "has no vq/ subfolder (VQ-GAN)", "serve a model exported with its VQ-GAN"
@@ -91,18 +93,37 @@ def build_app(config: ServeConfig, model: Any = None):
         description="LLM-CXR: chest X-ray -> report, report -> chest X-ray, VQA and text instructions. "
         'Errors are JSON: {"error": code, "reason": sentence}.',
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: ours is self-contained (api_docs)
+        redoc_url=None,
     )
     app.state.service = service
     app.state.scratch = scratch
     app.state.remove_at_shutdown = []  # more folders to delete at shutdown (`serve` adds Gradio's)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_bytes=config.max_request_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_bytes=config.max_request_bytes,
+        read_timeout_s=config.read_timeout_s,
+        upload_dir=os.environ.get("GRADIO_TEMP_DIR") if config.ui else None,
+        max_upload_store_bytes=config.max_upload_store_bytes,
+    )
     app.include_router(build_router(service))
+    _add_docs_page(app)
     if config.ui:
         from llmcxr.serve.ui import mount_ui
 
         app = mount_ui(app, service, str(examples_dir))
     return app
+
+
+def _add_docs_page(app) -> None:
+    from fastapi.responses import HTMLResponse
+
+    from llmcxr.serve.api_docs import render_api_docs
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(render_api_docs(app.openapi()))
 
 
 def serve(config: ServeConfig) -> None:
@@ -124,7 +145,22 @@ def serve(config: ServeConfig) -> None:
     if "GRADIO_TEMP_DIR" not in os.environ:
         private = tempfile.mkdtemp(prefix="llmcxr-serve-gradio-")
         os.environ["GRADIO_TEMP_DIR"] = private
-    app = build_app(config)
+    try:
+        app = build_app(config)
+    except BaseException:  # a model that does not load leaves no empty folder behind
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+            del os.environ["GRADIO_TEMP_DIR"]
+        raise
     if private is not None:
         app.state.remove_at_shutdown.append(private)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=5)
+    from llmcxr.serve.timeouts import timed_h11_protocol
+
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        http=timed_h11_protocol(config.read_timeout_s),
+    )

@@ -16,11 +16,24 @@ from llmcxr.errors import BadInputError
 from llmcxr.generation import SamplingConfig
 from llmcxr.serve.config import ServeConfig
 from llmcxr.serve.examples import Example
+from llmcxr.serve.uploads import Upload
 from llmcxr.serve.worker import ModelWorker
 
 GUIDANCE_RANGE = (0.0, 20.0)  # classifier-free guidance; 1 = none, LLM-CXR's figures use up to ~5
 MAX_SEED = 2**31 - 1
 MAX_CANDIDATES = 8  # best-of-k draws per image: k times the compute of one
+
+
+@dataclass
+class ImageReply:
+    """A text result for an image, and what reading the image noted (a stated lateral view)."""
+
+    result: Any  # llmcxr.generation.TextResult
+    notes: list[str]
+
+    @property
+    def text(self) -> str:
+        return self.result.text
 
 
 @dataclass
@@ -82,23 +95,48 @@ class Service:
             seed=seed,
         )
 
+    def _pixels(self, image: np.ndarray | Upload, notes: list[str]) -> np.ndarray:
+        """Decode an upload (on the worker: within the queue bound, one at a time, under the timeout)."""
+        return image.pixels(self.config.image_limits, notes) if isinstance(image, Upload) else image
+
     # --- jobs (each returns the worker's Future) ----------------------------------------------------
 
+    def decode(self, image: Upload) -> Future:
+        """Future of the upload's float32 (H, W) pixels in [0, 1] (the web app's preview)."""
+        return self.worker.submit(lambda model: self._pixels(image, []))
+
     def report(
-        self, pixels: np.ndarray, seed: int = 0, greedy: bool = False, guidance_scale: float | None = None
+        self,
+        image: np.ndarray | Upload,
+        seed: int = 0,
+        greedy: bool = False,
+        guidance_scale: float | None = None,
     ) -> Future:
-        """Future of a TextResult; ``guidance_scale`` > 1 contrasts with the same prompt with no image
+        """Future of an ImageReply; ``guidance_scale`` > 1 contrasts with the same prompt with no image
         (the model warns, without failing, when it was trained without image dropout)."""
         guidance_scale = self.check_guidance(guidance_scale)
         sampling = self.sampling(seed, greedy)
-        return self.worker.submit(
-            lambda model: model.report(pixels, sampling=sampling, guidance_scale=guidance_scale)
-        )
 
-    def answer(self, pixels: np.ndarray, question: str, seed: int = 0, greedy: bool = False) -> Future:
+        def job(model) -> ImageReply:
+            notes: list[str] = []
+            pixels = self._pixels(image, notes)
+            return ImageReply(model.report(pixels, sampling=sampling, guidance_scale=guidance_scale), notes)
+
+        return self.worker.submit(job)
+
+    def answer(
+        self, image: np.ndarray | Upload, question: str, seed: int = 0, greedy: bool = False
+    ) -> Future:
+        """Future of an ImageReply."""
         question = self.check_text("question", question)
         sampling = self.sampling(seed, greedy)
-        return self.worker.submit(lambda model: model.answer(pixels, question, sampling=sampling))
+
+        def job(model) -> ImageReply:
+            notes: list[str] = []
+            pixels = self._pixels(image, notes)
+            return ImageReply(model.answer(pixels, question, sampling=sampling), notes)
+
+        return self.worker.submit(job)
 
     def chat(self, instruction: str, context: str | None, seed: int = 0, greedy: bool = False) -> Future:
         instruction = self.check_text("instruction", instruction)

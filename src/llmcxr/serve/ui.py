@@ -20,7 +20,7 @@ from PIL import Image
 from llmcxr.errors import BadInputError
 from llmcxr.serve.examples import INSTRUCTIONS, QUESTIONS
 from llmcxr.serve.service import GUIDANCE_RANGE, MAX_CANDIDATES, Service
-from llmcxr.serve.uploads import UPLOAD_SUFFIXES, read_upload_file
+from llmcxr.serve.uploads import UPLOAD_SUFFIXES, Upload
 from llmcxr.serve.worker import QueueFull
 
 VIEW_SIDE = 256  # px: generated images are upscaled (nearest neighbour) to this for viewing
@@ -79,32 +79,36 @@ class UI:
             except BadInputError as err:
                 raise gr.Error(str(err)) from None
 
-    def _pixels(self, upload: Any) -> np.ndarray:
+    def _upload(self, upload: Any) -> Upload:
+        """Decoded later on the model worker, like a REST upload (one decode at a time, time-limited)."""
         path = _file_path(upload)
-        try:
-            return read_upload_file(path, path.rsplit("/", 1)[-1])
-        except BadInputError as err:
-            raise gr.Error(str(err)) from None
+        return Upload(path.rsplit("/", 1)[-1], path=path)
 
-    def preview(self, upload: Any) -> Image.Image | None:
+    def preview(self, upload: Any, progress: gr.Progress = gr.Progress()) -> Image.Image | None:
         """The uploaded image as the loader reads it (DICOM windowed), shown before generating."""
         if upload is None:
             return None
-        return Image.fromarray((self._pixels(upload) * 255).round().astype(np.uint8))
+        future = self._submit(lambda: self.service.decode(self._upload(upload)))
+        pixels = self._wait(future, progress, lambda: (0.5, "reading the image"))
+        return Image.fromarray((pixels * 255).round().astype(np.uint8))
+
+    @staticmethod
+    def _with_notes(reply) -> str:  # an ImageReply: a stated lateral view is said above the text
+        return "".join(f"[{note}]\n\n" for note in reply.notes) + reply.text
 
     def report(
         self, upload: Any, seed: float, guidance_scale: float = 1.0, progress: gr.Progress = gr.Progress()
     ) -> str:
-        pixels = self._pixels(upload)
+        image = self._upload(upload)
         future = self._submit(
-            lambda: self.service.report(pixels, int(seed), guidance_scale=float(guidance_scale))
+            lambda: self.service.report(image, int(seed), guidance_scale=float(guidance_scale))
         )
-        return self._wait(future, progress, lambda: (0.5, "writing the report")).text
+        return self._with_notes(self._wait(future, progress, lambda: (0.5, "writing the report")))
 
     def answer(self, upload: Any, question: str, seed: float, progress: gr.Progress = gr.Progress()) -> str:
-        pixels = self._pixels(upload)
-        future = self._submit(lambda: self.service.answer(pixels, question, int(seed)))
-        return self._wait(future, progress, lambda: (0.5, "answering")).text
+        image = self._upload(upload)
+        future = self._submit(lambda: self.service.answer(image, question, int(seed)))
+        return self._with_notes(self._wait(future, progress, lambda: (0.5, "answering")))
 
     def chat(self, instruction: str, context: str, seed: float, progress: gr.Progress = gr.Progress()) -> str:
         future = self._submit(lambda: self.service.chat(instruction, context, int(seed)))
@@ -139,7 +143,10 @@ def build_ui(service: Service) -> gr.Blocks:
     examples = service.examples
     files = gr.File  # one upload widget kind for all image inputs: PNG, JPEG and DICOM alike
     defaults = service.model.defaults  # the model folder's recommended guidance sets the sliders
-    with gr.Blocks(title="llmcxr", analytics_enabled=False) as blocks:
+    # Uploads and outputs older than upload_max_age_s are deleted (checked at a fifth of that age): they
+    # would otherwise stay until shutdown (20 x 19 MB did, issue 24); RequestGuard bounds their total.
+    age = service.config.upload_max_age_s
+    with gr.Blocks(title="llmcxr", analytics_enabled=False, delete_cache=(max(1, age // 5), age)) as blocks:
         gr.Markdown(INTRO.format(model=service.model_name, device=service.model.device))
         with gr.Tabs():
             with gr.Tab("CXR → report", id="report"):

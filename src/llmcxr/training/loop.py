@@ -12,7 +12,9 @@ import inspect
 import json
 import math
 import os
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +27,46 @@ from llmcxr.model.grid_stem import STEM_ATTRIBUTE, grid_stem_of, load_grid_stem_
 from llmcxr.training.config import TASKS, WALL_TIME_SCHEDULERS, TrainRecipe
 
 TIME_BUDGET_FILE = "time_budget.json"  # in each checkpoint: training seconds so far, for --resume
+STAGING_DIR = ".staging"  # in output_dir: a checkpoint being written, renamed into place when complete
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file missing, empty or unreadable), or None."""
+    for name in ("config.json", "trainer_state.json"):
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} is missing or empty"
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return f"{name} is unreadable ({type(err).__name__})"
+    weights = [*checkpoint.glob("*.safetensors"), *checkpoint.glob("*.bin"), *checkpoint.glob("global_step*")]
+    if not any(p.is_dir() or p.stat().st_size > 0 for p in weights):
+        return "it holds no weights"
+    return None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` of ``output_dir`` that a resume can read; newer incomplete ones (a
+    kill while one was written by a run without staging, or a damaged copy) are skipped with a warning."""
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name.removeprefix(CHECKPOINT_PREFIX)), p)
+        for p in output_dir.iterdir()
+        if p.is_dir()
+        and p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()
+    )
+    for _, checkpoint in reversed(steps):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        warnings.warn(
+            f"{checkpoint}: incomplete checkpoint ({problem}); resuming from an earlier one", stacklevel=2
+        )
+    return None
 
 
 class CXRTrainer(Trainer):
@@ -62,7 +104,7 @@ class CXRTrainer(Trainer):
         if isinstance(target, PeftModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         dtype = next(target.parameters()).dtype
-        saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype, use_safetensors=True)
         result = target.load_state_dict(saved.state_dict(), strict=False)  # a grid stem is saved apart
         stem = grid_stem_of(target)
         apart = f"{STEM_ATTRIBUTE}." if stem is not None else None
@@ -72,6 +114,43 @@ class CXRTrainer(Trainer):
             raise BadInputError(resume_from_checkpoint, f"weights do not fit the model: {result}")
         if stem is not None:
             load_grid_stem_weights(stem, Path(resume_from_checkpoint))
+        return None
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer writes ``checkpoint-N`` in place, so a kill mid-write left a 0-byte config.json
+        that --resume died on (issue 24): write it under ``output_dir/.staging`` and rename it into place
+        when complete. A multi-process run writes each rank's part in place (a rename would race);
+        resume skips a checkpoint left incomplete (``last_complete_checkpoint``)."""
+        if self.args.world_size > 1:
+            return super()._save_checkpoint(model, trial)
+        run_dir = Path(self.args.output_dir)
+        staging = run_dir / STAGING_DIR
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        self.args.output_dir = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = str(run_dir)
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        if (
+            self.time_budget is not None
+        ):  # in the checkpoint before it appears (TimeBudget.on_save repeats it)
+            atomic.write_json(
+                staging / name / TIME_BUDGET_FILE, {"training_seconds": self.time_budget.elapsed()}
+            )
+        if (run_dir / name).exists():  # saved again at the same step: the new one replaces it
+            shutil.rmtree(run_dir / name)
+        os.replace(staging / name, run_dir / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.args.save_total_limit:  # the Trainer's own rotation only saw the staging folder
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
         return None
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

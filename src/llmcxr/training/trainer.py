@@ -21,7 +21,7 @@ from llmcxr.errors import BadInputError
 from llmcxr.training.config import TrainRecipe
 from llmcxr.training.data import build_datasets, corpus_texts
 from llmcxr.training.export import export_model, weights_sha256
-from llmcxr.training.loop import CXRTrainer, TimeBudget, training_arguments
+from llmcxr.training.loop import CXRTrainer, TimeBudget, last_complete_checkpoint, training_arguments
 from llmcxr.training.model_setup import apply_lora, prepare_model
 from llmcxr.training.packing import RowCollator
 from llmcxr.training.sources import open_token_stores, read_source
@@ -29,9 +29,7 @@ from llmcxr.training.tasks import select_stage
 
 
 def _last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
+    return last_complete_checkpoint(output_dir)  # skips (with a warning) one a kill left incomplete
 
 
 def train(

@@ -194,6 +194,10 @@ class TokenStoreWriter:
 
     def _claim_folder(self) -> None:
         """Write vq_config.json, or check that the folder's tokens come from this same tokenizer."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise BadInputError(
+                self.folder, "exists and is a file, not a token store folder", "give a new or existing folder"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         config_path = self.folder / CONFIG_NAME
         if config_path.is_file():
