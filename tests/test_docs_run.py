@@ -40,7 +40,7 @@ from _dicom import write_dicom
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHELL = ("bash", "sh", "shell")
-FENCE = re.compile(r"^```(\S*)\s*$")
+FENCE = re.compile(r"^\s*```(\S*)\s*$")  # indented too: a block inside a numbered step
 MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|slow|serve)\s*(?::\s*(.*?))?\s*-->")
 BLOCK_TIMEOUT_S = 300  # a CLI start is ~5-15 s on a loaded 2-core CPU; a block makes a few
 RUN_SLOW = os.environ.get("LLMCXR_DOCS_SLOW") == "1"
@@ -73,11 +73,13 @@ def read_blocks(document: Path) -> list[Block]:
         if not opening:
             i += 1
             continue
+        indent = len(lines[i]) - len(lines[i].lstrip())
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), len(lines))
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = MARKER.search(before)
         mode, reason = (marker.group(1), marker.group(2) or "") if marker else ("run", "")
-        blocks.append(Block(document, i + 1, opening.group(1), "\n".join(lines[i + 1 : end]), mode, reason))
+        text = "\n".join(line[indent:] if line[:indent].isspace() else line for line in lines[i + 1 : end])
+        blocks.append(Block(document, i + 1, opening.group(1), text, mode, reason))
         i = end + 1
     return blocks
 
@@ -93,11 +95,15 @@ def test_every_block_states_its_language_and_every_skip_a_reason() -> None:
 
 def test_the_block_reader_sees_markers_and_languages(tmp_path: Path) -> None:
     doc = tmp_path / "d.md"
-    doc.write_text("x\n<!-- docs-test: skip: needs MIMIC -->\n\n```bash\nllmcxr a\n```\n```text\ntree\n```\n")
+    doc.write_text(
+        "x\n<!-- docs-test: skip: needs MIMIC -->\n\n```bash\nllmcxr a\n```\n```text\ntree\n```\n"
+        "1. a step:\n\n   <!-- docs-test: slow: minutes -->\n   ```bash\n   llmcxr b \\\n     --c\n   ```\n"
+    )
     blocks = read_blocks(doc)
     assert [(b.language, b.mode, b.reason, b.text) for b in blocks] == [
         ("bash", "skip", "needs MIMIC", "llmcxr a"),
         ("text", "run", "", "tree"),
+        ("bash", "slow", "minutes", "llmcxr b \\\n  --c"),
     ]
 
 
