@@ -28,6 +28,14 @@ def synth(
         None, "--iu-reports", help="NLMCXR_reports.tgz or its XML folder."
     ),
     workers: int = typer.Option(1, "--workers", help="Rendering processes."),
+    split_by: str = typer.Option(
+        "random",
+        "--split-by",
+        help="random (80/10/10), or r2gen: each IU report's R2Gen split, every val/test report drawn once.",
+    ),
+    r2gen_split: Path | None = typer.Option(
+        None, "--r2gen-split", help="R2Gen's r2gen_split.json (default: beside the IU reports)."
+    ),
 ) -> None:
     """Render a synthetic paired CXR world: images, reports, CheXpert labels, VQA pairs, splits."""
     from rich.console import Console
@@ -49,6 +57,8 @@ def synth(
             iu_reports_path=iu_reports,
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done),
+            split_by=split_by,
+            r2gen_split_path=r2gen_split,
         )
     speed = summary["images_per_second"]
     console.print(

@@ -1,5 +1,6 @@
 """Synthetic paired chest X-ray world: a procedural renderer plus reports, labels and VQA."""
 
+from llmcxr.synth.iu_reports import find_iu_reports
 from llmcxr.synth.render import (
     FindingSpec,
     Lesion,
@@ -10,7 +11,7 @@ from llmcxr.synth.render import (
     render_study,
 )
 from llmcxr.synth.templates import compose_report, sample_spec
-from llmcxr.synth.world import build_world, find_iu_reports, spec_from_report
+from llmcxr.synth.world import build_world, spec_from_report
 
 __all__ = [
     "FindingSpec",

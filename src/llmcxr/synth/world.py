@@ -7,6 +7,11 @@ stays real. Otherwise (``"templates"``) a spec is sampled and its report compose
 the composed report is labelled too and any disagreement with the drawing is counted in
 ``world.json``. ``balance=True`` makes every drawable finding (and normal) equally likely.
 
+Splits are 80/10/10 at random (``split_by="random"``), or, with IU reports, R2Gen's study split
+(``split_by="r2gen"``, Chen et al. EMNLP 2020): every validation and test report is drawn once, on an
+image of its own split, and the training images draw only training reports, so no test report is
+ever drawn in training. IU reports outside the R2Gen lists are not used.
+
 Folder layout (``docs/synthetic_world.md``)::
 
     out/world.json       config, counts, label disagreements, render speed
@@ -20,10 +25,8 @@ A re-run with the same arguments skips the images already written; other argumen
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import json
-import os
 import random
 import re
 import time
@@ -38,17 +41,25 @@ import numpy as np
 from PIL import Image
 
 from llmcxr import atomic
-from llmcxr.datasets.iu_xray import read_iu_reports
+from llmcxr.datasets.iu_xray import read_r2gen_split
 from llmcxr.datasets.synthetic import WORLD_KIND
 from llmcxr.errors import BadInputError
-from llmcxr.findings import Mention, Side
+from llmcxr.findings import Mention
 from llmcxr.records import CXRRecord
-from llmcxr.reports import clean_report_text, generate_qa, label_report, qa_seed, write_vqa_jsonl
+from llmcxr.reports import generate_qa, label_report, qa_seed, write_vqa_jsonl
+from llmcxr.synth.iu_reports import (
+    IU_ARCHIVE,
+    SourceReport,
+    find_iu_reports,
+    load_iu_reports,
+    r2gen_split_file,
+    report_text,
+    split_reports_by_r2gen,
+)
 from llmcxr.synth.render import FindingSpec, cardiothoracic_ratio, render_cxr
 from llmcxr.synth.templates import DRAWABLE, add_finding, compose_report, sample_spec
 
 SPLIT_SHARES = (("train", 0.8), ("validate", 0.1), ("test", 0.1))
-IU_ARCHIVE = "NLMCXR_reports.tgz"
 
 
 @dataclass
@@ -61,84 +72,8 @@ class WorldConfig:
     balance: bool
     reports: str  # "iu" or "templates" (after resolving "auto")
     iu_reports_path: str | None  # the IU archive/folder used, if any
-
-
-# --- where real reports come from ---------------------------------------------------------------
-
-
-def find_iu_reports(path: str | Path | None = None) -> Path | None:
-    """The IU X-ray reports: ``path``, else the shared data folder, else torchxrayvision's data."""
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise BadInputError(
-                path, "IU X-ray reports not found", f"pass {IU_ARCHIVE} or its ecgen-radiology folder"
-            )
-        return path
-    roots = []
-    if os.environ.get("LLMCXR_SHARED_DATA"):
-        roots.append(Path(os.environ["LLMCXR_SHARED_DATA"]))
-    roots += [
-        Path(__file__).resolve().parents[3].parent / "shared" / "data",
-        Path.cwd().parent / "shared" / "data",
-    ]
-    for root in roots:
-        candidate = root / "iu-xray" / IU_ARCHIVE
-        if candidate.is_file():
-            return candidate
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is not None and spec.origin is not None:
-        package = Path(spec.origin).parent
-        for pattern in (IU_ARCHIVE, "ecgen-radiology"):
-            found = sorted(package.rglob(pattern))
-            if found:
-                return found[0]
-    return None
-
-
-@dataclass
-class SourceReport:
-    """A report to draw: its text, labels and sides, and where it came from."""
-
-    findings: str
-    impression: str
-    labels: dict[str, Mention]
-    sides: dict[str, Side]
-    mentions: list[Any]  # FindingMention from the labeler, for zones and kinds
-    origin: str  # "iu-xray:CXR12" or "template"
-
-    @property
-    def text(self) -> str:
-        return _report_text(self.findings, self.impression)
-
-
-def _report_text(findings: str, impression: str) -> str:
-    return " ".join(
-        p
-        for p in (
-            f"FINDINGS: {findings}" if findings else "",
-            f"IMPRESSION: {impression}" if impression else "",
-        )
-        if p
-    )
-
-
-def load_iu_reports(path: Path) -> list[SourceReport]:
-    """Every IU report with text, cleaned and labelled."""
-    out = []
-    for report in read_iu_reports(path):
-        findings, impression = clean_report_text(report.findings), clean_report_text(report.impression)
-        if not findings and not impression:
-            continue
-        labeled = label_report(_report_text(findings, impression))
-        out.append(
-            SourceReport(
-                findings, impression, labeled.labels, labeled.sides, labeled.mentions, f"iu-xray:{report.uid}"
-            )
-        )
-    if not out:
-        raise BadInputError(path, "no IU reports with text", f"pass {IU_ARCHIVE}")
-    return out
+    split_by: str = "random"  # "random" (80/10/10) or "r2gen" (each IU report's R2Gen split)
+    r2gen_split_path: str | None = None  # the R2Gen split file used, with split_by="r2gen"
 
 
 # --- drawing a real report -------------------------------------------------------------------------
@@ -198,9 +133,15 @@ def _render_seed(seed: int, index: int) -> int:
 
 
 def _choose_report(
-    index: int, config: WorldConfig, pool: list[SourceReport] | None, groups: dict[str, list[int]]
+    index: int,
+    config: WorldConfig,
+    pool: list[SourceReport] | None,
+    groups: dict[str, list[int]],
+    fixed: SourceReport | None = None,
 ) -> tuple[SourceReport, FindingSpec]:
     rng = random.Random(_render_seed(config.seed, index) ^ 0x5EED)
+    if fixed is not None:
+        return fixed, spec_from_report(fixed, rng)
     if pool is not None:
         if config.balance:
             group = groups[rng.choice(sorted(groups))]
@@ -210,7 +151,7 @@ def _choose_report(
         return report, spec_from_report(report, rng)
     spec = sample_spec(rng, config.balance)
     findings, impression = compose_report(spec, rng)
-    labeled = label_report(_report_text(findings, impression))
+    labeled = label_report(report_text(findings, impression))
     return SourceReport(
         findings, impression, labeled.labels, labeled.sides, labeled.mentions, "template"
     ), spec
@@ -230,9 +171,14 @@ def _disagreements(report: SourceReport, spec: FindingSpec) -> list[str]:
 
 
 def make_record(
-    index: int, config: WorldConfig, pool: list[SourceReport] | None, groups: dict[str, list[int]]
+    index: int,
+    config: WorldConfig,
+    pool: list[SourceReport] | None,
+    groups: dict[str, list[int]],
+    fixed: SourceReport | None = None,
 ) -> CXRRecord:
-    report, spec = _choose_report(index, config, pool, groups)
+    """Image ``index`` of the world: drawn from ``fixed`` where given, else from a report of ``pool``."""
+    report, spec = _choose_report(index, config, pool, groups, fixed)
     image_id = f"synth{config.seed}-{index:06d}"
     render_seed = _render_seed(config.seed, index)
     drawn = spec.positives()
@@ -282,6 +228,38 @@ def assign_splits(records: list[CXRRecord], seed: int) -> None:
         )
 
 
+def _finding_groups(pool: list[SourceReport]) -> dict[str, list[int]]:
+    """Drawable finding (or "No Finding") -> indices of the reports that have it, for ``balance``."""
+    groups: dict[str, list[int]] = {}
+    for i, report in enumerate(pool):
+        drawable = [name for name in DRAWABLE if report.labels.get(name) == Mention.POSITIVE]
+        for name in drawable or ["No Finding"]:
+            groups.setdefault(name, []).append(i)
+    return groups
+
+
+def r2gen_records(
+    config: WorldConfig, pool: list[SourceReport], split_of: dict[str, str]
+) -> tuple[list[CXRRecord], dict[str, Any]]:
+    """Records split by R2Gen: the training images first (each drawn from a training report, as in
+    random mode), then one image per validation report and one per test report, in uid order."""
+    train_pool, held_out, summary = split_reports_by_r2gen(pool, split_of)
+    n_train = config.n - len(held_out)
+    if n_train < 1:
+        raise BadInputError(
+            config.r2gen_split_path,
+            f"--n {config.n} leaves no training images after one image for each of the "
+            f"{len(held_out)} validation and test reports",
+            f"use --n {len(held_out) + 1} or more",
+        )
+    groups = _finding_groups(train_pool)
+    records = [make_record(i, config, train_pool, groups) for i in range(n_train)]
+    records += [make_record(n_train + i, config, None, {}, fixed=r) for i, r in enumerate(held_out)]
+    for i, record in enumerate(records):
+        record.split = "train" if i < n_train else split_of[held_out[i - n_train].uid]
+    return records, summary
+
+
 # --- rendering -----------------------------------------------------------------------------------
 
 
@@ -307,12 +285,11 @@ def _check_resume(out: Path, config: WorldConfig) -> None:
         old = json.loads(world.read_text()).get("config", {})
     except json.JSONDecodeError as err:
         raise BadInputError(world, f"unreadable ({err})", "delete the folder or pick a new --out") from err
-    if old != dataclasses.asdict(config):
-        changed = sorted(
-            k
-            for k in old.keys() | dataclasses.asdict(config).keys()
-            if old.get(k) != dataclasses.asdict(config).get(k)
-        )
+    new = dataclasses.asdict(config)
+    # Fields added later take their defaults in a world written before them.
+    old = {f.name: f.default for f in dataclasses.fields(WorldConfig) if f.name not in old} | old
+    if old != new:
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         raise BadInputError(
             out,
             f"holds a different synthetic world (differs in {', '.join(changed)})",
@@ -330,11 +307,15 @@ def build_world(
     iu_reports_path: str | Path | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    split_by: str = "random",
+    r2gen_split_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write a world of ``n`` images of ``size`` px to ``out``; returns the ``world.json`` summary.
 
     ``reports``: "iu" (real IU X-ray reports; error if not found), "templates", or "auto" (IU where
-    found). ``progress(done, total)`` is called as images finish (skipped ones included).
+    found). ``split_by``: "random" (80/10/10) or "r2gen" (IU reports only: R2Gen's split, read from
+    ``r2gen_split_path``, else from ``r2gen_split.json`` beside the reports).
+    ``progress(done, total)`` is called as images finish (skipped ones included).
     """
     out = Path(out)
     if n < 1:
@@ -349,18 +330,20 @@ def build_world(
             f"pass --iu-reports PATH to {IU_ARCHIVE} or use --reports templates",
         )
     mode = "iu" if iu_path is not None else "templates"
-    config = WorldConfig(n, size, seed, balance, mode, str(iu_path) if iu_path else None)
+    split_path = r2gen_split_file(split_by, iu_path, r2gen_split_path)
+    config = WorldConfig(
+        n, size, seed, balance, mode, str(iu_path) if iu_path else None, split_by, split_path
+    )
     _check_resume(out, config)
 
     pool = load_iu_reports(iu_path) if iu_path is not None else None
-    groups: dict[str, list[int]] = {}
-    if pool is not None:
-        for i, report in enumerate(pool):
-            drawable = [name for name in DRAWABLE if report.labels.get(name) == Mention.POSITIVE]
-            for name in drawable or ["No Finding"]:
-                groups.setdefault(name, []).append(i)
-    records = [make_record(i, config, pool, groups) for i in range(n)]
-    assign_splits(records, seed)
+    r2gen: dict[str, Any] | None = None
+    if pool is not None and split_path is not None:
+        records, r2gen = r2gen_records(config, pool, read_r2gen_split(split_path))
+    else:
+        groups = _finding_groups(pool) if pool is not None else {}
+        records = [make_record(i, config, pool, groups) for i in range(n)]
+        assign_splits(records, seed)
     summary: dict[str, Any] = {
         "kind": WORLD_KIND,
         "version": 1,
@@ -410,5 +393,7 @@ def build_world(
         "label_disagreements": sum(1 for r in records if r.extra.get("label_disagreements")),
         "qa_pairs": qa_pairs,
     }
+    if r2gen is not None:
+        summary["r2gen_split"] = r2gen
     atomic.write_json(out / "world.json", summary)
     return summary
