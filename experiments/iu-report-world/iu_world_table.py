@@ -11,7 +11,10 @@ renderer drew (``extra["drawn"]``): the most a reader of the image can agree wit
 
     python experiments/iu-report-world/iu_world_table.py \
         --run templates=runs/iu/eval-templates --run iu_reports=runs/iu/eval-iu \
-        --run shipped_on_iu_reports=runs/iu/eval-shipped-iu --out benchmarks/results/eval_iu_world.json
+        --run shipped_on_iu_reports=runs/iu/eval-shipped-iu \
+        --run shipped_on_templates=runs/iu/eval-shipped-templates \
+        --train templates=runs/iu/lm-templates --train iu_reports=runs/iu/lm-iu \
+        --out benchmarks/results/eval_iu_world.json
 """
 
 from __future__ import annotations
@@ -204,6 +207,58 @@ def unpaired_gap(a: dict, b: dict, seed: int = 1) -> dict:
     return {"value": value, "low": float(low), "high": float(high)}
 
 
+def training_summary(run: Path) -> dict:
+    """Steps, minutes and losses of one ``llmcxr train`` run, from its train_log.json."""
+    history = json.loads((run / "train_log.json").read_text())["log_history"]
+    train = [row for row in history if "loss_report_generation" in row]
+    last_eval = {
+        k: v for row in history for k, v in row.items() if k.startswith("eval_") and k.endswith("_loss")
+    }
+    first_eval = {}
+    for row in history:
+        for key, value in row.items():
+            if key.startswith("eval_") and key.endswith("_loss"):
+                first_eval.setdefault(key, value)
+    end = next(row for row in reversed(history) if "train_runtime" in row)
+    return {
+        "run": str(run),
+        "steps": end["step"],
+        "train_minutes": round(end["train_runtime"] / 60, 1),
+        "report_loss_first_logged": train[0]["loss_report_generation"],
+        "report_loss_last_logged": train[-1]["loss_report_generation"],
+        "eval_losses_before": first_eval,
+        "eval_losses_after": last_eval,
+    }
+
+
+def markdown(result: dict) -> str:
+    """The result as two markdown tables (clinical efficacy, language), every number with its interval."""
+
+    def cell(entry: dict | None) -> str:
+        if not entry or entry.get("value") is None:
+            return "–"
+        interval = f" [{entry['low']:.3f}, {entry['high']:.3f}]" if "low" in entry else ""
+        return f"{entry['value']:.3f}{interval}"
+
+    def row(*cells: str) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    lines = []
+    for metrics, skip in ((CE, ()), ((*LANGUAGE[:4], "meteor", *LANGUAGE[4:]), ("drawn_findings_oracle",))):
+        lines += [row("run", "system", *metrics), row(*["---"] * (len(metrics) + 2))]
+        for name, run in result["runs"].items():
+            for system, scores in run["systems"].items():
+                if system not in skip:
+                    lines.append(row(name, system, *(cell(scores.get(m)) for m in metrics)))
+        if "meteor" in metrics:
+            published = result["r2gen_published_iu_xray"]
+            lines.append(
+                row("R2Gen, real images", "published", *(cell({"value": published.get(m)}) for m in metrics))
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,7 +267,7 @@ def main() -> None:
         "--run", action="append", required=True, help="NAME=EVAL_FOLDER (llmcxr eval run --out)"
     )
     parser.add_argument("--gap", default="templates,iu_reports", help="A,B: the micro-F1-14 gap A - B")
-    parser.add_argument("--notes", type=Path, help="JSON of training facts per run name (steps, minutes)")
+    parser.add_argument("--train", action="append", default=[], help="NAME=RUN_DIR (llmcxr train output_dir)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_iu_world.json"))
     args = parser.parse_args()
     labeler = RuleLabeler()
@@ -234,9 +289,11 @@ def main() -> None:
         "runs": {name: {k: v for k, v in run.items() if not k.startswith("_")} for name, run in runs.items()},
         "micro_f1_14_gap": {"runs": [a, b], **unpaired_gap(runs[a], runs[b])},
     }
-    if args.notes is not None:
-        result["training"] = json.loads(args.notes.read_text())
+    result["training"] = {
+        name: training_summary(Path(run)) for name, run in (spec.split("=", 1) for spec in args.train)
+    }
     atomic.write_json(args.out, result)
+    print(markdown(result))
     print(f"gap {a} - {b}: {result['micro_f1_14_gap']} -> {args.out}")
 
 

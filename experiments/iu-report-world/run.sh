@@ -12,9 +12,10 @@ for world in iu templates; do
         --num-workers 0 --no-progress
 done
 
-# 2. The scoring classifier of each world: its train split, seed 1, 400 steps (1,000 took ~30 min a world here).
+# 2. The scoring classifier of each world: its train split, seed 1, 400 steps (1,000: ~30 min a world here).
 for world in iu templates; do
-    llmcxr eval train-classifier --world runs/iu/world-$world --out runs/iu/classifier-$world --steps 400 --seed 1
+    llmcxr eval train-classifier --world runs/iu/world-$world --out runs/iu/classifier-$world \
+        --steps 400 --seed 1
 done
 
 # 3. Both arms: the shipped model continued 400 steps, same recipe (side by side; add --resume to continue).
@@ -35,5 +36,7 @@ evaluate checkpoints/llmcxr-tiny templates runs/iu/eval-shipped-templates
 # 5. The table with intervals.
 python experiments/iu-report-world/iu_world_table.py \
     --run templates=runs/iu/eval-templates --run iu_reports=runs/iu/eval-iu \
-    --run shipped_on_iu_reports=runs/iu/eval-shipped-iu --run shipped_on_templates=runs/iu/eval-shipped-templates \
-    --notes experiments/iu-report-world/results/training.json --out benchmarks/results/eval_iu_world.json
+    --run shipped_on_iu_reports=runs/iu/eval-shipped-iu \
+    --run shipped_on_templates=runs/iu/eval-shipped-templates \
+    --train templates=runs/iu/lm-templates --train iu_reports=runs/iu/lm-iu \
+    --out benchmarks/results/eval_iu_world.json
