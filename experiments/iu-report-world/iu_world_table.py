@@ -13,6 +13,7 @@ renderer drew (``extra["drawn"]``): the most a reader of the image can agree wit
         --run templates=runs/iu/eval-templates --run iu_reports=runs/iu/eval-iu \
         --run shipped_on_iu_reports=runs/iu/eval-shipped-iu \
         --run shipped_on_templates=runs/iu/eval-shipped-templates \
+        --paired iu_reports,shipped_on_iu_reports --paired templates,shipped_on_templates \
         --train templates=runs/iu/lm-templates --train iu_reports=runs/iu/lm-iu \
         --out benchmarks/results/eval_iu_world.json
 """
@@ -33,7 +34,7 @@ from llmcxr.evaluation.files import report_baseline_predictions
 from llmcxr.findings import CHEXPERT_5, CHEXPERT_14
 from llmcxr.metrics.clinical import LabelConvention, binarize_labels, label_reports, precision_recall_f1
 from llmcxr.metrics.finding_classifier import load_finding_classifier
-from llmcxr.metrics.intervals import item_resamples, percentile_interval
+from llmcxr.metrics.intervals import item_resamples, paired_difference, percentile_interval
 from llmcxr.metrics.language import tokenize_report
 from llmcxr.reports import RuleLabeler
 
@@ -207,6 +208,20 @@ def unpaired_gap(a: dict, b: dict, seed: int = 1) -> dict:
     return {"value": value, "low": float(low), "high": float(high)}
 
 
+def paired_gap(a: dict, b: dict) -> dict:
+    """Micro-F1-14 of run a minus run b on the same items (same world and split), paired resamples."""
+    (pa, reference), (pb, other_reference) = a["_micro_f1_14_labels"], b["_micro_f1_14_labels"]
+    assert (reference == other_reference).all(), "paired runs must score the same items"
+    classes = list(CHEXPERT_14)
+
+    def f1(pred, r) -> float:
+        return precision_recall_f1(reference[r], pred[r], classes)["micro"]["f1"]
+
+    interval = paired_difference(lambda r: f1(pa, r), lambda r: f1(pb, r), a["_micro_f1_14_rows"])
+    value = a["systems"]["model"]["micro_f1_14"]["value"] - b["systems"]["model"]["micro_f1_14"]["value"]
+    return {"value": value, "low": interval["low"], "high": interval["high"]}
+
+
 def training_summary(run: Path) -> dict:
     """Steps, minutes and losses of one ``llmcxr train`` run, from its train_log.json."""
     history = json.loads((run / "train_log.json").read_text())["log_history"]
@@ -267,6 +282,7 @@ def main() -> None:
         "--run", action="append", required=True, help="NAME=EVAL_FOLDER (llmcxr eval run --out)"
     )
     parser.add_argument("--gap", default="templates,iu_reports", help="A,B: the micro-F1-14 gap A - B")
+    parser.add_argument("--paired", action="append", default=[], help="A,B: runs on the same items, A - B")
     parser.add_argument("--train", action="append", default=[], help="NAME=RUN_DIR (llmcxr train output_dir)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_iu_world.json"))
     args = parser.parse_args()
@@ -288,6 +304,10 @@ def main() -> None:
         },
         "runs": {name: {k: v for k, v in run.items() if not k.startswith("_")} for name, run in runs.items()},
         "micro_f1_14_gap": {"runs": [a, b], **unpaired_gap(runs[a], runs[b])},
+        "micro_f1_14_paired": [
+            {"runs": pair.split(","), **paired_gap(*(runs[name] for name in pair.split(",")))}
+            for pair in args.paired
+        ],
     }
     result["training"] = {
         name: training_summary(Path(run)) for name, run in (spec.split("=", 1) for spec in args.train)

@@ -38,5 +38,6 @@ python experiments/iu-report-world/iu_world_table.py \
     --run templates=runs/iu/eval-templates --run iu_reports=runs/iu/eval-iu \
     --run shipped_on_iu_reports=runs/iu/eval-shipped-iu \
     --run shipped_on_templates=runs/iu/eval-shipped-templates \
+    --paired iu_reports,shipped_on_iu_reports --paired templates,shipped_on_templates \
     --train templates=runs/iu/lm-templates --train iu_reports=runs/iu/lm-iu \
     --out benchmarks/results/eval_iu_world.json
