@@ -9,7 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from llmcxr.cli import app
 from llmcxr.datasets.synthetic import read_synthetic_world
 from llmcxr.errors import BadInputError
 from llmcxr.synth import build_world
@@ -108,3 +110,16 @@ def test_world_written_before_split_by_resumes(iu_data: Path, tmp_path: Path) ->
         del world["config"][key]
     (out / "world.json").write_text(json.dumps(world))
     assert _build(out, iu_data, n=5)["rendered_now"] == 0
+
+
+def test_cli_splits_by_r2gen_with_the_split_file_given(iu_data: Path, tmp_path: Path) -> None:
+    split = tmp_path / "elsewhere.json"
+    split.write_text(json.dumps(SPLIT))
+    out = tmp_path / "world"
+    command = ["data", "synth", "--out", str(out), "--n", "6", "--size", "64", "--reports", "iu"]
+    command += ["--iu-reports", str(iu_data), "--split-by", "r2gen", "--r2gen-split", str(split)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    world = json.loads((out / "world.json").read_text())
+    assert world["config"]["r2gen_split_path"] == str(split)
+    assert world["splits"] == {"train": 3, "validate": 1, "test": 2}
