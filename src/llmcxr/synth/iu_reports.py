@@ -2,8 +2,9 @@
 their R2Gen split (Chen et al., EMNLP 2020: 2,069 / 296 / 590 train / val / test studies).
 
 R2Gen's study ids (``CXR2384_IM-0942``) name the report by their first part, the uid of
-``ecgen-radiology/<n>.xml`` (``read_r2gen_split``). R2Gen kept only studies with two images, so 972
-of the 3,927 reports with text are in none of its lists; a world split by R2Gen leaves them out.
+``ecgen-radiology/<n>.xml`` (``read_r2gen_split``). Every listed study has two or more images, but
+R2Gen did not list all such studies: 972 of the 3,927 reports with text (418 of them with two images)
+are in none of its lists, and a world split by R2Gen leaves them out.
 """
 
 from __future__ import annotations
