@@ -1,0 +1,99 @@
+"""Language retention (issue 22): does a CXR-tuned LM keep its base's language?
+
+    llmcxr base fetch smollm2-135m-instruct --out runs/bases/smollm2-135m-instruct   # once
+    python benchmarks/language_retention.py \\
+        --tuned text-0.2=runs/smol-text02/model --tuned text-0=runs/smol-text0/model
+        # -> benchmarks/results/language_retention.json
+
+Rows: the base (SmolLM2-135M-Instruct, in its chat template), each tuned model (with its mean
+per-token KL to the base on the base's own answers), and the shipped from-scratch model as a floor.
+The instruction set (benchmarks/data/language_retention.jsonl, 212 items: facts, arithmetic, format
+following, short medical definitions) was written for this benchmark and is never trained on.
+Target (issue 22): the text-share-0.2 model within 5 points of the base, clearly above the 0-share model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+
+import torch
+from _repo import REPO, shown
+
+from llmcxr import atomic
+from llmcxr.evaluation.language_retention import load_text_model, score_model
+from llmcxr.metrics.instructions import load_instruction_items
+
+ITEMS = REPO / "benchmarks" / "data" / "language_retention.jsonl"
+RESULT = REPO / "benchmarks" / "results" / "language_retention.json"
+BASE = REPO / "runs" / "bases" / "smollm2-135m-instruct"
+FLOOR = REPO / "checkpoints" / "llmcxr-tiny"
+
+
+def _row(name: str, result, keep_answers: bool) -> dict:
+    row = {"name": name, **dataclasses.asdict(result)}
+    if row["kl_to_base"] is not None:
+        row["kl_to_base"].pop("per_item", None)
+    if not keep_answers:
+        row.pop("answers")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", type=lambda p: REPO / p, default=BASE, help="the base LM folder")
+    parser.add_argument(
+        "--tuned", action="append", default=[], help="NAME=FOLDER of a model tuned from the base"
+    )
+    parser.add_argument("--floor", type=lambda p: REPO / p, default=FLOOR, help="'' to leave the floor out")
+    parser.add_argument("--items", type=lambda p: REPO / p, default=ITEMS)
+    parser.add_argument("--limit", type=int, default=None, help="first N items only (a smoke run)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=lambda p: REPO / p, default=RESULT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (args.base / "config.json").is_file():
+        raise SystemExit(f"no base at {args.base}: llmcxr base fetch smollm2-135m-instruct --out {args.base}")
+
+    items = load_instruction_items(args.items)[: args.limit]
+    started = time.perf_counter()
+    base = load_text_model(args.base)
+    print(f"base {shown(args.base)} ({base.layout} layout), {len(items)} items", flush=True)
+    base_result, base_ids = score_model(base, items, batch_size=args.batch_size)
+    rows = [_row("base", base_result, keep_answers=True)]
+    print(f"  base accuracy {base_result.accuracy['accuracy']:.3f}", flush=True)
+    for spec in args.tuned:
+        name, _, folder = spec.partition("=")
+        tuned = load_text_model(REPO / folder)
+        result, _ = score_model(tuned, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
+        rows.append(_row(name, result, keep_answers=True))
+        print(f"  {name} accuracy {result.accuracy['accuracy']:.3f} KL {result.kl_to_base}", flush=True)
+    if args.floor != REPO:
+        floor = load_text_model(args.floor)
+        result, _ = score_model(floor, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
+        rows.append(_row("floor: shipped llmcxr-tiny (no pretrained language)", result, keep_answers=False))
+        print(f"  floor accuracy {result.accuracy['accuracy']:.3f}", flush=True)
+
+    record = {
+        "what": "accuracy on held-out plain instructions with checkable answers (95% item-bootstrap "
+        "intervals), and mean per-token KL(base || tuned) on the base's own greedy answers",
+        "items": shown(args.items),
+        "n_items": len(items),
+        "greedy": True,
+        "base": shown(args.base),
+        "rows": rows,
+        "target": "text-share-0.2 model within 0.05 of the base's accuracy, clearly above the 0-share model",
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": args.threads},
+    }
+    atomic.write_json(args.out, record)
+    print(f"wrote {shown(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
