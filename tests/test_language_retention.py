@@ -9,8 +9,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from _tiny_lm import REPORTS, tiny_llmcxr_folder
+from llmcxr.datasets.instructions import distillation_prompts, read_instructions
 from llmcxr.errors import BadInputError
 from llmcxr.evaluation.language_retention import load_text_model, score_model
+from llmcxr.generation.plain import greedy_answers, load_plain_lm, self_distill
 from llmcxr.metrics.instructions import check_answer, load_instruction_items, mean_token_kl
 from llmcxr.model.scratch import train_bpe_tokenizer
 
@@ -72,6 +74,7 @@ def _plain_folder(root: Path, extra_tokens: int = 0, noise: float = 0.0) -> Path
     config = LlamaConfig(
         vocab_size=base_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True,
+        initializer_range=0.5,  # varied greedy tokens, not one repeated
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
@@ -118,3 +121,24 @@ def test_token_kl_counts_mass_moved_onto_new_tokens():
     assert mean_token_kl(base, leaky).item() > 0.3
     with pytest.raises(ValueError, match="fewer"):
         mean_token_kl(base, base[:, :2])
+
+
+def test_self_distillation_writes_the_answers_that_ended_as_dolly_jsonl(tmp_path):
+    lm = load_plain_lm(_plain_folder(tmp_path / "base"))
+    # A random model stops when it likes: make its third greedy token of the first prompt its stop token.
+    _, ids, _ = greedy_answers(lm, QUESTIONS, max_new_tokens=3)  # the same batch as below
+    lm.tokenizer.eos_token = lm.tokenizer.convert_ids_to_tokens(ids[0][2])
+    summary = self_distill(lm, QUESTIONS, tmp_path / "distilled.jsonl", max_new_tokens=3)
+
+    rows = read_instructions(tmp_path / "distilled.jsonl")
+    assert summary["written"] == len(rows) >= 1 and summary["cut_or_empty"] == len(QUESTIONS) - len(rows)
+    assert rows[0].instruction == QUESTIONS[0] and rows[0].category == "self_distilled"
+    assert rows[0].response == lm.tokenizer.decode(ids[0][:2], skip_special_tokens=True).strip()
+    with pytest.raises(BadInputError, match="no answer of the base ended"):
+        self_distill(lm, QUESTIONS[1:], tmp_path / "none.jsonl", max_new_tokens=1)
+
+
+def test_distillation_prompts_are_not_in_the_held_out_set():
+    held_out = {item["instruction"].lower() for item in load_instruction_items(ITEMS)}
+    prompts = distillation_prompts()
+    assert len(prompts) >= 500 and not held_out & {p.lower() for p in prompts}

@@ -1,5 +1,6 @@
 """`llmcxr base fetch NAME --out DIR` | `llmcxr base convert FILE.gguf --out DIR`: a pretrained LM to
-start training from, as a plain safetensors folder (llmcxr.model.bases)."""
+start training from, as a plain safetensors folder (llmcxr.model.bases); `llmcxr base distill BASE --out
+FILE.jsonl`: its own answers to a prompt set, the text share of the mixture (llmcxr.generation.plain)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,28 @@ def convert(
     from llmcxr.model.bases import convert_gguf
 
     console.print(f"base folder: [bold]{convert_gguf(gguf, out)}[/]")
+
+
+@app.command("distill")
+def distill(
+    base: Path = typer.Argument(..., help="A plain LM folder (`llmcxr base fetch` output)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dolly-style JSONL to write: the recipe's instructions."
+    ),
+    prompts: Path | None = typer.Option(
+        None, "--prompts", help="JSON of templates and topics; default: the built-in prompt set."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="The first N prompts only."),
+    max_new_tokens: int = typer.Option(192, "--max-new-tokens", help="Longer answers are left out."),
+    layout: str | None = typer.Option(
+        None, "--layout", help="chat | dolly (default: chat where it has one)."
+    ),
+) -> None:
+    """The base's own greedy answers to a prompt set, as the text share of the training mixture
+    (self-distillation: keeps the base's language where there is no Dolly-15k)."""
+    from llmcxr.datasets.instructions import distillation_prompts
+    from llmcxr.generation.plain import load_plain_lm, self_distill
+
+    instructions = distillation_prompts(prompts)[:limit]
+    summary = self_distill(load_plain_lm(base, layout), instructions, out, max_new_tokens)
+    console.print(f"{summary}\nwrote [bold]{out}[/]")

@@ -4,6 +4,7 @@ writing and chest-radiology explanations, in Dolly's fields)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +46,14 @@ def read_instructions(path: Path | None = None) -> list[Instruction]:
     if not items:
         raise BadInputError(path, "no instructions in the file")
     return items
+
+
+DISTILL_PROMPTS = Path(__file__).with_name("distill_prompts.json")
+
+
+def distillation_prompts(path: Path | None = None) -> list[str]:
+    """Instructions for the base to answer (``llmcxr base distill``): every template of
+    ``distill_prompts.json`` with every topic, topic-major. Written for llmcxr, none of them in the
+    language-retention benchmark's held-out set (benchmarks/data/language_retention.jsonl)."""
+    spec = json.loads(Path(path or DISTILL_PROMPTS).read_text(encoding="utf-8"))
+    return [template.format(t=topic) for topic in spec["topics"] for template in spec["templates"]]

@@ -19,27 +19,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llmcxr.errors import BadInputError
 from llmcxr.generation.api import LLMCXR
 from llmcxr.generation.decode import SamplingConfig
+from llmcxr.generation.plain import PlainLM, greedy_answers, load_plain_lm
 from llmcxr.metrics.instructions import accuracy_with_interval, check_answer, mean_token_kl
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE
-from llmcxr.prompt.dolly import END_KEY, PromptParts, format_prompt
+from llmcxr.prompt.dolly import PromptParts
 
-LAYOUTS = ("chat", "dolly")
 MAX_NEW_TOKENS = 48  # the items ask for short answers; a check reads the answer's start
 
 
 @dataclass
 class TextModel:
-    """A model to ask plain instructions: a plain LM folder, or an llmcxr folder (``llmcxr``)."""
+    """A model to ask plain instructions: a plain LM folder (``plain``) or an llmcxr folder (``llmcxr``)."""
 
     folder: Path
     model: Any
     tokenizer: Any
-    layout: str  # "chat" | "dolly" (an llmcxr folder: its own, through LLMCXR)
+    layout: str  # "chat" | "dolly"
+    plain: PlainLM | None = None
     llmcxr: LLMCXR | None = None
     load_s: float = 0.0
 
@@ -47,59 +46,25 @@ class TextModel:
         """The generation prompt of ``instruction`` in this model's layout."""
         if self.llmcxr is not None:
             return self.llmcxr.prompt_ids(PromptParts(instruction))
-        if self.layout == "chat":
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(text, add_special_tokens=False).input_ids
-        return self.tokenizer(format_prompt(PromptParts(instruction))).input_ids
+        return self.plain.prompt_ids(instruction)
 
 
 def load_text_model(folder: Path, layout: str | None = None) -> TextModel:
     """A plain LM folder (layout: its chat template where it has one, else dolly) or an llmcxr folder."""
     folder = Path(folder)
-    started = time.perf_counter()
     if (folder / IMAGE_TOKENS_FILE).is_file():
+        started = time.perf_counter()
         llmcxr = LLMCXR.from_pretrained(folder, device="cpu", dtype=torch.float32)
         return TextModel(
-            folder, llmcxr.model, llmcxr.tokenizer, "dolly", llmcxr, time.perf_counter() - started
+            folder,
+            llmcxr.model,
+            llmcxr.tokenizer,
+            "dolly",
+            llmcxr=llmcxr,
+            load_s=time.perf_counter() - started,
         )
-    if not (folder / "config.json").is_file():
-        raise BadInputError(folder, "no config.json: not a model folder")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    layout = layout or ("chat" if tokenizer.chat_template else "dolly")
-    if layout not in LAYOUTS:
-        raise BadInputError("layout", f"unknown prompt layout {layout!r}", f"use one of {LAYOUTS}")
-    if layout == "chat" and not tokenizer.chat_template:
-        raise BadInputError(folder, "the tokenizer has no chat template", "use layout dolly")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return TextModel(folder, model, tokenizer, layout, None, time.perf_counter() - started)
-
-
-@torch.no_grad()
-def _generate_plain(
-    asked: TextModel, instructions: list[str], max_new_tokens: int, batch_size: int
-) -> tuple[list[str], list[list[int]]]:
-    """Greedy answers (text, new ids without the stop token) of a plain LM, left-padded batches."""
-    texts, ids = [], []
-    pad = asked.tokenizer.pad_token_id
-    for start in range(0, len(instructions), batch_size):
-        prompts = [asked.prompt_ids(text) for text in instructions[start : start + batch_size]]
-        width = max(map(len, prompts))
-        batch = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        out = asked.model.generate(
-            batch, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
-        )
-        for row in out[:, width:].tolist():
-            stop = asked.tokenizer.eos_token_id
-            row = row[: row.index(stop)] if stop in row else row
-            ids.append(row)
-            text = asked.tokenizer.decode(row, skip_special_tokens=True)
-            texts.append(text.split(END_KEY)[0].strip())  # a plain LM asked in Dolly text may go on
-    return texts, ids
+    plain = load_plain_lm(folder, layout)
+    return TextModel(folder, plain.model, plain.tokenizer, plain.layout, plain=plain, load_s=plain.load_s)
 
 
 def answer_instructions(
@@ -110,7 +75,8 @@ def answer_instructions(
         sampling = SamplingConfig(do_sample=False, max_new_tokens=max_new_tokens)
         results = asked.llmcxr.chat(instructions, sampling=sampling, batch_size=batch_size)
         return [result.text.strip() for result in results], None
-    return _generate_plain(asked, instructions, max_new_tokens, batch_size)
+    answers, ids, _ = greedy_answers(asked.plain, instructions, max_new_tokens, batch_size)
+    return answers, ids
 
 
 def _answer_logits(asked: TextModel, instruction: str, answer_ids: list[int]) -> torch.Tensor:
