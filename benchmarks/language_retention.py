@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import time
 
@@ -23,7 +24,7 @@ import torch
 from _repo import REPO, shown
 
 from llmcxr import atomic
-from llmcxr.evaluation.language_retention import load_text_model, score_model
+from llmcxr.evaluation.language_retention import load_text_model, score_answers, score_model
 from llmcxr.metrics.instructions import load_instruction_items
 
 ITEMS = REPO / "benchmarks" / "data" / "language_retention.jsonl"
@@ -41,6 +42,25 @@ def _row(name: str, result, keep_answers: bool) -> dict:
     return row
 
 
+def rescore(path, items) -> None:
+    """Re-apply the checks to the answers a previous run stored (after a check was corrected)."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    by_id = {item["id"]: item for item in items}
+    for row in record["rows"]:
+        if "answers" not in row:
+            row["rescored"] = False  # its answers were not kept: rerun the benchmark for it
+            continue
+        scored = [by_id[a["id"]] for a in row["answers"]]
+        correct, row["accuracy"], row["by_category"] = score_answers(
+            [a["answer"] for a in row["answers"]], scored
+        )
+        for answer, ok in zip(row["answers"], correct, strict=True):
+            answer["correct"] = bool(ok)
+        row["rescored"] = True
+        print(f"  {row['name']}: accuracy {row['accuracy']['accuracy']:.3f}")
+    atomic.write_json(path, record)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,7 +75,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=lambda p: REPO / p, default=RESULT)
+    parser.add_argument("--rescore", action="store_true", help="re-check the answers stored in --out only")
     args = parser.parse_args()
+    if args.rescore:
+        return rescore(args.out, load_instruction_items(args.items))
     torch.set_num_threads(args.threads)
     if not (args.base / "config.json").is_file():
         raise SystemExit(f"no base at {args.base}: llmcxr base fetch smollm2-135m-instruct --out {args.base}")
@@ -76,7 +99,7 @@ def main() -> None:
     if args.floor != REPO:
         floor = load_text_model(args.floor)
         result, _ = score_model(floor, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
-        rows.append(_row("floor: shipped llmcxr-tiny (no pretrained language)", result, keep_answers=False))
+        rows.append(_row("floor: shipped llmcxr-tiny (no pretrained language)", result, keep_answers=True))
         print(f"  floor accuracy {result.accuracy['accuracy']:.3f}", flush=True)
 
     record = {

@@ -35,7 +35,8 @@ QUESTIONS = ["What is the capital of France?", "What is 12 + 30? Answer with the
         ("It is a plunge.", {"kind": "contains", "all": [["lung"]]}, False),  # at a word start only
         ("42", {"kind": "number", "value": 42}, True),
         ("The answer is 42.", {"kind": "number", "value": 42}, True),
-        ("7 times 6 is 42", {"kind": "number", "value": 42}, False),  # the first number counts
+        ("7 times 6 is 42", {"kind": "number", "value": 42}, True),
+        ("42 is wrong, it is 41", {"kind": "number", "value": 42}, False),  # the last number counts
         ("Yes.", {"kind": "exact", "values": ["yes"]}, True),
         ("Yes, it is.", {"kind": "exact", "values": ["yes"]}, False),
         ("chest", {"kind": "exact", "values": ["CHEST"], "case_sensitive": True}, False),

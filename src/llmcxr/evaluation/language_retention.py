@@ -115,6 +115,17 @@ def kl_to_base(
     }
 
 
+def score_answers(answers: list[str], items: list[dict[str, Any]]) -> tuple[np.ndarray, dict, dict]:
+    """(0/1 per item, overall accuracy with interval, the same per category) of answers to ``items``.
+    Also rescores stored answers after a check changes, with no generation."""
+    correct = np.array([check_answer(a, item["check"]) for a, item in zip(answers, items, strict=True)])
+    categories = sorted({item["category"] for item in items})
+    by_category = {
+        c: accuracy_with_interval(correct[[item["category"] == c for item in items]]) for c in categories
+    }
+    return correct, accuracy_with_interval(correct), by_category
+
+
 @dataclass
 class RetentionResult:
     """One model's score on the instruction set."""
@@ -141,11 +152,7 @@ def score_model(
     started = time.perf_counter()
     answers, answer_ids = answer_instructions(asked, instructions, max_new_tokens, batch_size)
     generate_s = time.perf_counter() - started
-    correct = np.array([check_answer(a, item["check"]) for a, item in zip(answers, items, strict=True)])
-    categories = sorted({item["category"] for item in items})
-    by_category = {
-        c: accuracy_with_interval(correct[[item["category"] == c for item in items]]) for c in categories
-    }
+    correct, accuracy, by_category = score_answers(answers, items)
     kl = None
     started = time.perf_counter()
     if base is not None and base_answer_ids is not None:
@@ -159,7 +166,7 @@ def score_model(
     result = RetentionResult(
         folder=str(asked.folder),
         layout=asked.layout,
-        accuracy=accuracy_with_interval(correct),
+        accuracy=accuracy,
         by_category=by_category,
         kl_to_base=kl,
         seconds={

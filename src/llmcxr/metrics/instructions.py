@@ -5,7 +5,8 @@ An item is one JSON line: ``{"id", "category", "instruction", "check"}``, where 
 
 - ``{"kind": "contains", "all": [[alt, ...], ...]}``: every group has one alternative in the answer
   (case-insensitive, at a word start: "lung" matches "lungs", not "plunge");
-- ``{"kind": "number", "value": 42}``: the first number in the answer equals the value;
+- ``{"kind": "number", "value": 42}``: the last number in the answer equals the value (GSM8K's rule,
+  Cobbe et al. 2021: "11 * 2 = 22" is right, "49 - 18 = 15" wrong; the first number would be the question's);
 - ``{"kind": "exact", "values": [...], "case_sensitive": false}``: the whole answer, stripped of
   surrounding space and a final full stop, equals one of the values;
 - ``{"kind": "format", "pattern": regex}``: the whole answer matches (``re.fullmatch``, DOTALL, case-insensitive).
@@ -61,8 +62,8 @@ def check_answer(answer: str, check: dict[str, Any]) -> bool:
     if kind == "contains":
         return all(any(_contains(answer, alt) for alt in group) for group in check["all"])
     if kind == "number":
-        found = _NUMBER.search(answer)
-        return found is not None and float(found.group()) == float(check["value"])
+        found = _NUMBER.findall(answer)
+        return bool(found) and float(found[-1]) == float(check["value"])
     if kind == "exact":
         said = answer.strip().removesuffix(".").strip()
         if check.get("case_sensitive", False):
