@@ -3,7 +3,8 @@
 - ``tiny_bert``: a word-piece BERT folder (config, weights, tokenizer), the BERTScore backbone here;
 - ``tiny_chexbert``: CheXbert weights (safetensors, the released key layout) and its BERT folder;
 - ``tiny_rad_dino``: a ``Dinov2Model`` folder with a RAD-DINO-like ``preprocessor_config.json``;
-- ``tiny_judge``: a causal LM folder (BPE tokenizer + scratch GPT-NeoX) for the GREEN code path.
+- ``tiny_judge``: a causal LM folder (BPE tokenizer + scratch GPT-NeoX) for the GREEN code path;
+- ``tiny_biovil_t``: a BioViL-T folder (CXR-BERT config/vocab, image and text weights) at tiny widths.
 
 Their numbers mean nothing; they let every code path run in CI.
 """
@@ -105,4 +106,38 @@ def tiny_judge(folder: Path) -> Path:
     model = tiny_model(len(tokenizer))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_biovil_t(folder: Path, seed: int = 0, as_pickles: bool = False) -> Path:
+    """A BioViL-T folder with BioViL-T's tensor names at tiny widths (stem 4, one block per layer):
+    the snapshot's config.json + vocab.txt, the image model's and CXR-BERT's weights, random; with
+    ``as_pickles`` the snapshot's .pt / .bin files (for the convert step) instead of safetensors."""
+    from safetensors.torch import save_file
+    from transformers import BertModel
+
+    from llmcxr.metrics.biovil import IMAGE_WEIGHTS, BioViLTImage, ProjectionHead
+
+    bert = tiny_bert(folder, seed=seed)
+    settings = json.loads((bert / "config.json").read_text())
+    settings |= {"model_type": "cxr-bert", "projection_size": 8, "architectures": ["CXRBertModel"]}
+    (folder / "config.json").write_text(json.dumps(settings))
+    torch.manual_seed(seed)
+    image = BioViLTImage(stem=4, blocks=(1, 1, 1, 1), temporal=6, joint=8)
+    for module in image.modules():  # non-trivial BatchNorm statistics, as a trained model has
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    image_state = image.state_dict() | {"encoder.encoder.fc.weight": torch.randn(3, 128)}
+    text_state = {f"bert.{k}": v for k, v in BertModel.from_pretrained(bert).state_dict().items()}
+    text_state |= {f"cls_projection_head.{k}": v for k, v in ProjectionHead(16, 8).state_dict().items()}
+    text_state["cls.predictions.decoder.weight"] = text_state["bert.embeddings.word_embeddings.weight"]
+    (folder / "model.safetensors").unlink()
+    if as_pickles:
+        torch.save(image_state, folder / f"{IMAGE_WEIGHTS}.pt")
+        torch.save(text_state, folder / "pytorch_model.bin")
+    else:
+        save_file(image_state, folder / f"{IMAGE_WEIGHTS}.safetensors")
+        text_state.pop("cls.predictions.decoder.weight")  # shared storage: the snapshot's .bin only
+        save_file(text_state, folder / "model.safetensors")
     return folder

@@ -12,8 +12,9 @@ image processor:
   subsets of min(N, M) images) in those features, PRDC (Naeem et al. 2020: precision, recall,
   density, coverage) with k = 5 by the ``prdc`` package;
 - Inception FID (torchmetrics, 2048-d pool features) where the user has the Inception weights and
-  torch-fidelity; the BioViL-T image-text alignment is listed as not run (it needs hi-ml-multimodal,
-  which needs torchvision, and llmcxr does not wire it yet).
+  torch-fidelity;
+- the BioViL-T image-text alignment (``metrics.biovil``: mean cosine of each generated image's and its
+  prompt's embeddings) where the user has a local BioViL-T folder and each image's prompt.
 
 FD numbers from a different RAD-DINO (or a random stand-in) are not comparable with the board's:
 every result carries the SHA-256 of the weights that made it.
@@ -158,14 +159,32 @@ def inception_fid(
     return {"value": float(fid.compute()), "weights_sha256": weights_sha256(weights)}
 
 
+def biovil_alignment(
+    generated: Sequence[str | Path], prompts: Sequence[str] | None, folder: str | Path | None
+) -> dict[str, object]:
+    """The alignment entry: the mean cosine and the weights' hashes, or why it did not run."""
+    if folder is None:
+        return {"value": None, "not_run": "no weights: give a local BioViL-T folder (--biovil-t)"}
+    if prompts is None:
+        return {"value": None, "not_run": "no prompts: give each generated image's report (--prompts)"}
+    from llmcxr.metrics.biovil import BioViLT, alignment_scores
+
+    scores = alignment_scores(BioViLT(folder), list(generated), list(prompts))
+    scores.pop("per_image")
+    return {"network": f"biovil-t:{Path(folder).name}", **scores}
+
+
 def chexgenbench_scores(
     generated: Sequence[str | Path],
     reference: Sequence[str | Path],
     rad_dino: str | Path | None,
     inception_weights: str | Path | None = None,
     seed: int = 0,
+    biovil_t: str | Path | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> dict[str, object]:
-    """The CheXGenBench image metrics of generated vs reference image files."""
+    """The CheXGenBench image metrics of generated vs reference image files; ``prompts`` (one per
+    generated image, in order) and a BioViL-T folder give the image-text alignment."""
     result: dict[str, object] = {
         "protocol": "chexgenbench",
         "n_generated": len(generated),
@@ -189,9 +208,6 @@ def chexgenbench_scores(
         metrics["fid_inception"] = inception_fid(generated, reference, inception_weights)
     except MetricNotRun as reason:
         metrics["fid_inception"] = {"value": None, "not_run": str(reason)}
-    metrics["alignment_biovil_t"] = {
-        "value": None,
-        "not_run": "BioViL-T needs hi-ml-multimodal (torchvision); llmcxr does not run it yet",
-    }
+    metrics["alignment_biovil_t"] = biovil_alignment(generated, prompts, biovil_t)
     result["metrics"] = metrics
     return result
