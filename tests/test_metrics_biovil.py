@@ -159,3 +159,30 @@ def test_chexgenbench_lists_alignment(biovil: Path, tmp_path: Path) -> None:
     )
     no_prompts = chexgenbench_scores(paths, paths, None, biovil_t=biovil)["metrics"]["alignment_biovil_t"]
     assert "no prompts" in no_prompts["not_run"]
+
+
+def test_cli_converts_then_scores_alignment(tmp_path: Path) -> None:
+    """`data convert-biovil-t` on a snapshot of pickles, then `eval images --protocol chexgenbench
+    --biovil-t --prompts`: each generated image is paired with its prompt by id."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmcxr.cli import app
+
+    snapshot = tiny_biovil_t(tmp_path / "snapshot", as_pickles=True)
+    converted = CliRunner().invoke(app, ["data", "convert-biovil-t", str(snapshot)])
+    assert converted.exit_code == 0, converted.output
+    paths = _images(tmp_path / "gen")
+    rows = [{"id": p.stem, "report": prompt} for p, prompt in zip(paths, PROMPTS, strict=True)]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[::-1]))
+    arguments = ["eval", "images", "--generated", str(tmp_path / "gen"), "--reference", str(tmp_path / "gen"),
+                 "--protocol", "chexgenbench", "--biovil-t", str(snapshot), "--out", str(tmp_path / "out.json")]  # fmt: skip
+    result = CliRunner().invoke(app, [*arguments, "--prompts", str(tmp_path / "prompts.jsonl")])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "out.json").read_text())["metrics"]["alignment_biovil_t"]
+    expected = alignment_scores(BioViLT(snapshot), paths, PROMPTS)["value"]
+    assert entry["value"] == pytest.approx(expected) and entry["n"] == 3
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[:2]))
+    missing = CliRunner().invoke(app, [*arguments, "--prompts", str(tmp_path / "prompts.jsonl")])
+    assert missing.exit_code != 0 and "have no prompt" in str(missing.exception or missing.output)

@@ -151,3 +151,17 @@ def convert_chexbert_command(
     from llmcxr.reports.chexbert import convert_chexbert
 
     Console().print(f"wrote {convert_chexbert(checkpoint, out)}")
+
+
+@app.command("convert-biovil-t")
+def convert_biovil_t_command(
+    folder: Path = typer.Argument(..., help="The microsoft/BiomedVLP-BioViL-T snapshot folder."),
+) -> None:
+    """Write BioViL-T's image and text weights as safetensors beside the snapshot's .pt / .bin
+    (read once, weights only), for `eval images --protocol chexgenbench --biovil-t`."""
+    from rich.console import Console
+
+    from llmcxr.metrics.biovil import convert_biovil_t
+
+    written = convert_biovil_t(folder)
+    Console().print(f"wrote {', '.join(map(str, written))}" if written else f"{folder} is already converted")

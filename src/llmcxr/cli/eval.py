@@ -149,6 +149,12 @@ def images(
     protocol: str = typer.Option("llmcxr", help="llmcxr (classifier FID/KID, agreement) or chexgenbench."),
     rad_dino: Path | None = typer.Option(None, help="chexgenbench: local microsoft/rad-dino folder."),
     inception: Path | None = typer.Option(None, help="chexgenbench: FID Inception weights file."),
+    biovil_t: Path | None = typer.Option(
+        None, "--biovil-t", help="chexgenbench: BioViL-T folder (llmcxr data convert-biovil-t)."
+    ),
+    prompts: Path | None = typer.Option(
+        None, "--prompts", help="chexgenbench: JSONL/CSV of each generated image's id and report (alignment)."
+    ),
     labels: Path | None = typer.Option(
         None,
         "--labels",
@@ -162,14 +168,13 @@ def images(
     out: Path | None = typer.Option(None, "--out", help="Write the full result as JSON here."),
 ) -> None:
     """FID/KID in the classifier's features and finding agreement of generated images; --protocol
-    chexgenbench: FD/KD in RAD-DINO features, PRDC, Inception FID where its weights are given."""
+    chexgenbench: FD/KD in RAD-DINO features, PRDC, Inception FID, BioViL-T alignment where given."""
     if protocol == "chexgenbench":
         from llmcxr.cli.eval_protocols import protocol_report
         from llmcxr.evaluation.protocols import evaluate_images_chexgenbench
 
-        protocol_report(
-            "chexgenbench", evaluate_images_chexgenbench(generated, reference, rad_dino, inception), out
-        )
+        result = evaluate_images_chexgenbench(generated, reference, rad_dino, inception, biovil_t, prompts)
+        protocol_report("chexgenbench", result, out)
         return
     if protocol != "llmcxr" or classifier is None:
         raise typer.BadParameter("--protocol llmcxr needs --classifier; the other protocol is chexgenbench")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from llmcxr.errors import BadInputError
-from llmcxr.evaluation.prediction_files import pair_by_id, report_text
+from llmcxr.evaluation.prediction_files import pair_by_id, report_text, rows_by_id
 from llmcxr.metrics.chexgenbench import chexgenbench_scores
 from llmcxr.metrics.protocols import ReXrankWeights, rexrank_report_scores
 
@@ -58,17 +58,41 @@ def _image_files(folder: str | Path) -> dict[str, Path]:
     return {image_id: Path(path) for image_id, path in entries}
 
 
+def image_prompts(image_files: dict[str, Path], prompts: str | Path) -> list[str]:
+    """Each image's prompt (its source report), in the images' order; an image without one is an error."""
+    from llmcxr.tables import read_rows
+
+    rows = rows_by_id(read_rows(prompts), prompts)
+    missing = [image_id for image_id in image_files if image_id not in rows]
+    if missing:
+        raise BadInputError(
+            prompts,
+            f"{len(missing)} generated image(s) have no prompt, e.g. {missing[:3]}",
+            "give one per image",
+        )
+    return [report_text(rows[image_id], prompts) for image_id in image_files]
+
+
 def evaluate_images_chexgenbench(
     generated: str | Path,
     reference: str | Path,
     rad_dino: str | Path | None,
     inception_weights: str | Path | None = None,
+    biovil_t: str | Path | None = None,
+    prompts: str | Path | None = None,
 ) -> dict[str, object]:
-    """CheXGenBench's metrics of every generated image vs every reference image (distributions: no pairing)."""
+    """CheXGenBench's metrics of every generated image vs every reference image (distributions: no
+    pairing); with ``prompts`` (JSONL/CSV: each generated image's id and report) and a BioViL-T folder,
+    the image-text alignment of each generated image with its own prompt."""
     generated_files, reference_files = _image_files(generated), _image_files(reference)
     started = time.perf_counter()
     result = chexgenbench_scores(
-        list(generated_files.values()), list(reference_files.values()), rad_dino, inception_weights
+        list(generated_files.values()),
+        list(reference_files.values()),
+        rad_dino,
+        inception_weights,
+        biovil_t=biovil_t,
+        prompts=None if prompts is None else image_prompts(generated_files, prompts),
     )
     return {
         "task": "report_to_cxr",
