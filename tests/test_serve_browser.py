@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from llmcxr.generation import LLMCXR
+from llmcxr.model.recommended import GenerationDefaults
 from llmcxr.serve import ServeConfig, build_app
 from llmcxr.synth import FindingSpec, render_cxr
 
@@ -24,6 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("LLMCXR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 WAIT_MS = 60_000
+IMAGE_GUIDANCE = 3.0  # written into the test folder: the web app's slider must start there
 
 if not CHROMIUM.is_file():
     pytest.skip(
@@ -46,6 +48,8 @@ def server(tmp_path_factory):
     import uvicorn
 
     folder = tiny_llmcxr_folder(tmp_path_factory.mktemp("browser"), REPORTS * 5)
+    # The folder's recommended guidance sets the sliders (the tiny folder has none: 1 by default).
+    GenerationDefaults(report_guidance_scale=1.0, image_guidance_scale=IMAGE_GUIDANCE).save(folder)
     llm = LLMCXR.from_pretrained(folder, device="cpu", dtype=torch.float32)
     app = build_app(ServeConfig(model=folder, max_new_tokens=MAX_NEW_TOKENS), model=llm)
     sock = socket.socket()
@@ -113,7 +117,10 @@ def test_upload_report_and_draw_in_the_browser(server, browser, tmp_path):
         timeout=WAIT_MS,
     )
     gallery = page.inner_text("#image-gallery")
-    assert "seed 0, guidance 3" in gallery and "seed 1, guidance 3" in gallery
+    assert (
+        f"seed 0, guidance {IMAGE_GUIDANCE:g}" in gallery
+        and f"seed 1, guidance {IMAGE_GUIDANCE:g}" in gallery
+    )
     page.screenshot(path=str(ARTIFACTS / "serve_browser.png"), full_page=True)
     assert (ARTIFACTS / "serve_browser.png").stat().st_size > 10_000
     page.close()
