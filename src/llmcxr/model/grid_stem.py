@@ -128,11 +128,15 @@ class BlockSummary(nn.Module):
         if batch.numel() == 0:
             return stemmed
         summaries = self.out(self.pool(self.read(embeddings[batch[:, None], cells])))
-        return stemmed.index_put((batch, position), summaries, accumulate=True)
+        return stemmed.index_put((batch, position), summaries.to(stemmed.dtype), accumulate=True)
 
     def read(self, cell_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, cells, hidden) input embeddings of blocks' codes, row-major -> (N, width, g, g) features."""
-        h = self.into(cell_embeddings).transpose(1, 2).reshape(len(cell_embeddings), -1, self.grid, self.grid)
+        h = (
+            self.into(cell_embeddings.to(self.into.weight.dtype))
+            .transpose(1, 2)
+            .reshape(len(cell_embeddings), -1, self.grid, self.grid)
+        )
         for conv in self.convs:
             h = nn.functional.gelu(conv(h))
         return h
@@ -204,8 +208,9 @@ class GridStem(nn.Module):
                 & (_shift(row, offset) == row + dr)
                 & (_shift(col, offset) == col + dc)
             )
-        keep = placed.unsqueeze(-1).to(embeddings.dtype)
-        h = self.into(embeddings) * keep
+        # The stem may be fp32 beside a bf16 LM (trained beside a frozen bf16 LoRA base).
+        keep = placed.unsqueeze(-1).to(self.into.weight.dtype)
+        h = self.into(embeddings.to(self.into.weight.dtype)) * keep
         for i, conv in enumerate(self.convs):
             taps = [
                 _shift(h, -dr * self.row_stride - dc) * ok.unsqueeze(-1).to(h.dtype)
@@ -213,7 +218,7 @@ class GridStem(nn.Module):
             ]
             h = conv(torch.cat(taps, dim=-1)) * keep
             h = nn.functional.gelu(h) if i < len(self.convs) - 1 else h
-        stemmed = embeddings + self.out(h)
+        stemmed = embeddings + self.out(h).to(embeddings.dtype)
         if self.summary is not None:
             stemmed = self.summary(input_ids, embeddings, placed, row, col, stemmed)
         return stemmed

@@ -25,6 +25,7 @@ Prompt layouts (``ImageTokenMap.prompt_layout``, recorded in ``image_tokens.json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -279,19 +280,39 @@ def resize_for_tokenizer(model, tokenizer, old_vocab_size: int, seed: int = 0) -
     """Grow ``model``'s embeddings to cover ``tokenizer`` (padded to a multiple of 64), then
     initialise every id >= ``old_vocab_size`` (the tokens added since) as in ``_init_new_rows``.
 
+    The rows padding the matrix to a multiple of 64 (never a token's) are initialised the same way.
     ``old_vocab_size`` is len(tokenizer) before tokens were added. Pretrained checkpoints often have
     more embedding rows than tokens (pythia: 50,304 rows, 50,277 tokens); new ids that land in those
     unused rows are initialised too, which ``resize_token_embeddings(mean_resizing=True)`` alone
     would not do.
     """
-    rows = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    rows = getattr(weight, "ds_shape", weight.shape)[0]  # ZeRO-3 holds a shape-(0,) shard between uses
     wanted = max(rows, len(tokenizer))
     model.resize_token_embeddings(wanted, pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=False)
-    new_ids = torch.arange(old_vocab_size, len(tokenizer))
+    inputs = model.get_input_embeddings().weight
+    grown = getattr(inputs, "ds_shape", inputs.shape)[0]
+    # The rows that pad the matrix to a multiple of 64 are new too: seeded like the rest, not left to
+    # the global RNG (which a sharded load draws from differently: ZeRO-3 losses left one process's).
+    new_ids = torch.tensor(
+        sorted({*range(old_vocab_size, len(tokenizer)), *range(rows, grown)}), dtype=torch.long
+    )
     if len(new_ids) == 0:
         return
     generator = torch.Generator().manual_seed(seed)
-    _init_new_rows(model.get_input_embeddings().weight, new_ids, old_vocab_size, generator)
     output = model.get_output_embeddings()
-    if output is not None and output.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
-        _init_new_rows(output.weight, new_ids, old_vocab_size, generator)
+    untied = output is not None and output.weight is not inputs
+    with _whole([inputs, *([output.weight] if untied else [])]):
+        _init_new_rows(inputs, new_ids, old_vocab_size, generator)
+        if untied:
+            _init_new_rows(output.weight, new_ids, old_vocab_size, generator)
+
+
+def _whole(weights: list[torch.Tensor]):
+    """Where DeepSpeed ZeRO-3 sharded the weights as they loaded: gather them whole to change them
+    (rank 0's change is kept), shard them again after. Otherwise nothing to do."""
+    if not any(hasattr(w, "ds_id") for w in weights):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from llmcxr.errors import BadInputError
 from llmcxr.model.grid_stem import GridStemConfig
 from llmcxr.model.scratch import ScratchConfig
+from llmcxr.training.distributed import check_sharding
 
 SOURCE_KINDS = ("synthetic", "mimic", "iu_xray", "manifest")
 TASKS = ("report_generation", "image_generation", "vqa", "text")
@@ -59,13 +60,17 @@ class Mixture:
 
 @dataclass
 class LoraSpec:
-    """LoRA via peft; the embedding and output rows of the new tokens are trained in full."""
+    """LoRA via peft; the embedding and output rows of the control and image tokens are trained in full."""
 
     enabled: bool = False
     r: int = 16  # rank
     alpha: int = 32  # scale = alpha / r
     dropout: float = 0.05
     target_modules: list[str] | None = None  # None: every linear layer ("all-linear")
+    # Train (and save in the adapter) only the rows of the control and image tokens of the input and
+    # output embeddings (peft's trainable_token_indices), not the whole matrices: at dolly-v2-3b's
+    # shape the adapter checkpoint falls from 3.2 GB to a few MB. False: both matrices in full.
+    train_new_token_rows_only: bool = True
 
 
 @dataclass
@@ -122,8 +127,11 @@ class TrainRecipe:
     save_total_limit: int = 3
     eval_samples_per_task: int = 64  # validation samples per task for the per-task eval loss
     deepspeed: Path | None = None  # DeepSpeed JSON (recipes/distributed/zero3.json)
-    fsdp: str | None = None  # e.g. "full_shard auto_wrap" (use with fsdp_config)
+    fsdp: bool = False  # FSDP2 (fully_shard); its options are in fsdp_config
     fsdp_config: Path | None = None  # recipes/distributed/fsdp.json
+    # The exported model's weights: the training dtype by default (bf16 when bf16 is on: half the
+    # size, what inference loads anyway), fp32 on request.
+    export_fp32: bool = False
     num_workers: int = 0  # DataLoader workers
     max_train_minutes: float | None = None  # stop (checkpoint, eval, export) after this wall time
     # Independent draws of the task mixture built up front: each record is one task per draw, so with
@@ -166,6 +174,14 @@ class TrainRecipe:
                 f"lr_scheduler {self.optim.lr_scheduler!r} has no wall-time form",
                 f"use one of {WALL_TIME_SCHEDULERS}, or schedule_clock: steps",
             )
+        if not isinstance(self.fsdp, bool):  # the string form ("full_shard auto_wrap") is deprecated
+            raise BadInputError(
+                "recipe", f"fsdp is true or false, got {self.fsdp!r}", "put FSDP's options in fsdp_config"
+            )
+        # The DeepSpeed file is read here where it can be found (paths are relative to where
+        # `llmcxr train` runs); training checks again before it starts.
+        if self.deepspeed is None or Path(self.deepspeed).is_file():
+            check_sharding(self.deepspeed, self.fsdp, self.lora.enabled)
         for name in ("unconditional_fraction", "unconditional_report_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise BadInputError("recipe", f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -15,18 +15,28 @@ from llmcxr.errors import BadInputError
 from llmcxr.model.folder import replace_folder, save_llmcxr_folder, staged_folder, write_llmcxr_files
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
 from llmcxr.training.config import TrainRecipe
+from llmcxr.training.distributed import full_tensors
 from llmcxr.training.loop import TIME_BUDGET_FILE, CXRTrainer
 
 EXPORT_DIR = "model"  # output_dir/model: the self-describing folder
 
 
 def weights_sha256(model) -> str:
-    """Hash of every parameter and buffer (name, dtype, bytes): equal hashes = identical weights."""
+    """Hash of every parameter and buffer (name, dtype, bytes): equal hashes = identical weights.
+
+    Sharded weights (ZeRO-3, FSDP2) are hashed whole, so every rank computes the hash of the full
+    model, the one its export holds (written in the training dtype). Collective under sharding: call
+    it on every rank."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in full_tensors(model):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def export_dtype(recipe: TrainRecipe) -> torch.dtype:
+    """bf16 for a bf16 recipe unless it asks for fp32 (``export_fp32``)."""
+    return torch.bfloat16 if recipe.bf16 and not recipe.export_fp32 else torch.float32
 
 
 def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_tokens: ImageTokenMap) -> Path:
@@ -35,9 +45,10 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
     state = trainer.accelerator
     model = state.unwrap_model(trainer.model)
     train_config = to_dict(recipe)
+    dtype = export_dtype(recipe)
     if recipe.lora.enabled:
-        if state.is_main_process:  # LoRA models fit one process: merge there (not under ZeRO-3 sharding)
-            merged = model.merge_and_unload()
+        if state.is_main_process:  # LoRA runs are not sharded (training.distributed): merge here
+            merged = model.merge_and_unload().to(dtype)
             save_llmcxr_folder(merged, tokenizer, image_tokens, out, recipe.vq_folder, train_config)
     else:
         # Every rank takes part in save_model (ZeRO-3/FSDP gather shards); rank 0 writes the files.
@@ -45,7 +56,11 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
         if state.is_main_process and stage.exists():
             shutil.rmtree(stage)
         state.wait_for_everyone()
-        trainer.save_model(str(stage))
+        trainer.save_dtype = dtype
+        try:
+            trainer.save_model(str(stage))
+        finally:
+            trainer.save_dtype = None
         if state.is_main_process:
             (stage / "training_args.bin").unlink(
                 missing_ok=True

@@ -25,6 +25,7 @@ from llmcxr import atomic
 from llmcxr.errors import BadInputError
 from llmcxr.model.grid_stem import STEM_ATTRIBUTE, grid_stem_of, load_grid_stem_weights, save_grid_stem
 from llmcxr.training.config import TASKS, WALL_TIME_SCHEDULERS, TrainRecipe
+from llmcxr.training.distributed import shard_fsdp_on_cpu
 
 TIME_BUDGET_FILE = "time_budget.json"  # in each checkpoint: training seconds so far, for --resume
 STAGING_DIR = ".staging"  # in output_dir: a checkpoint being written, renamed into place when complete
@@ -80,6 +81,11 @@ class CXRTrainer(Trainer):
         self._since = time.perf_counter()
         self.time_budget = time_budget
         self.schedule_clock = schedule_clock
+        self.save_dtype: torch.dtype | None = None  # set for the export: weights cast as they are written
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        shard_fsdp_on_cpu(self)  # accelerate would silently run DDP there
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.schedule_clock != "wall_time" or self.lr_scheduler is not None:
@@ -154,6 +160,12 @@ class CXRTrainer(Trainer):
         return None
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if self.save_dtype is not None:
+            if state_dict is None:
+                state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+            state_dict = {
+                k: v.to(self.save_dtype) if v.is_floating_point() else v for k, v in state_dict.items()
+            }
         super()._save(output_dir, state_dict)
         if self.args.should_save:  # the LM's save_pretrained leaves the grid stem out (a file of its own)
             save_grid_stem(
@@ -319,7 +331,7 @@ def training_arguments(recipe: TrainRecipe, has_eval: bool) -> TrainingArguments
         ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         deepspeed=str(recipe.deepspeed) if recipe.deepspeed else None,
-        fsdp=recipe.fsdp or "",
+        fsdp=True if recipe.fsdp else None,
         fsdp_config=str(recipe.fsdp_config) if recipe.fsdp_config else None,
         seed=recipe.seed,
         disable_tqdm=True,

@@ -3,6 +3,7 @@ vocabulary (and a grid stem where the recipe asks), and LoRA on top where the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -49,6 +50,29 @@ def _image_tokens(recipe: TrainRecipe, tokenizer, codebook_size: int, tokens_per
     )
 
 
+def load_dtype(recipe: TrainRecipe) -> torch.dtype:
+    """The dtype the LM's weights are held in: bf16 where something else keeps fp32 (a frozen LoRA base,
+    whose trained adapters and token rows are fp32; DeepSpeed, whose optimizer holds fp32 master
+    weights), otherwise fp32 (the Trainer's bf16 autocast needs fp32 weights to update). At dolly-v2-3b's
+    shape bf16 halves the base (11.1 -> 5.6 GB on every rank)."""
+    if recipe.bf16 and (recipe.lora.enabled or recipe.deepspeed is not None):
+        return torch.bfloat16
+    return torch.float32
+
+
+def cxr_token_ids(tokenizer, image_tokens: ImageTokenMap) -> list[int]:
+    """Ids of the tokens llmcxr adds to an LM: the Dolly control tokens, the image codes and any row
+    markers (added now or by an earlier stage: their rows are the ones the new tasks train)."""
+    control = [
+        i
+        for i in tokenizer.convert_tokens_to_ids(list(CONTROL_TOKENS))
+        if i not in (None, tokenizer.unk_token_id)
+    ]
+    return sorted(
+        {*control, *range(image_tokens.first_id, image_tokens.last_id + 1), *image_tokens.row_marker_ids}
+    )
+
+
 def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, tokens_per_image: int):
     """(model, tokenizer, image_tokens): the LM with control and image tokens in its vocabulary.
 
@@ -68,9 +92,10 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
         tokenizer.pad_token = tokenizer.eos_token
     old_size = len(tokenizer)
     image_tokens = _image_tokens(recipe, tokenizer, codebook_size, tokens_per_image)
+    dtype = load_dtype(recipe)
     if recipe.model.base is not None:
         model = AutoModelForCausalLM.from_pretrained(
-            recipe.model.base, dtype=torch.float32, attn_implementation=recipe.model.attn_implementation
+            recipe.model.base, dtype=dtype, attn_implementation=recipe.model.attn_implementation
         )
         if image_tokens.is_official:  # unnamed image ids past the tokenizer: rows, not tokens, to add
             rows = max(model.get_input_embeddings().weight.shape[0], image_tokens.last_id + 1)
@@ -80,7 +105,7 @@ def prepare_model(recipe: TrainRecipe, corpus: list[str], codebook_size: int, to
         if recipe.model.grow_layers is not None:
             grow_layers(model, recipe.model.grow_layers)
     else:
-        model = build_scratch_model(recipe.model.scratch, len(tokenizer))
+        model = build_scratch_model(recipe.model.scratch, len(tokenizer)).to(dtype)
         model.config._attn_implementation = recipe.model.attn_implementation
     base_stem = GridStemConfig.load(recipe.model.base) if recipe.model.base is not None else None
     if base_stem is not None:
@@ -103,24 +128,46 @@ def _module_name(model, module) -> str:
     return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
 
 
-def apply_lora(model, recipe: TrainRecipe):
-    """peft LoRA on the linear layers; input and output embeddings trained in full (modules_to_save)
-    so the new image and control token rows learn. (peft's ``trainable_token_indices`` would train
-    only the new rows, but covers embedding layers only, not an untied output head such as GPT-NeoX's.)"""
+def apply_lora(model, recipe: TrainRecipe, new_token_ids: Sequence[int]):
+    """peft LoRA on the linear layers, plus the input and output embedding rows of ``new_token_ids``
+    (``LoraSpec.train_new_token_rows_only``: peft's trainable_token_indices, one set of rows per
+    matrix for an untied head such as GPT-NeoX's, one shared set for tied embeddings such as Llama's)
+    or both embedding matrices in full (modules_to_save). A grid stem is new: trained in full.
+    Everything trained is fp32, whatever the base's dtype."""
     from peft import LoraConfig, get_peft_model
 
     spec = recipe.lora
-    keep = [_module_name(model, model.get_input_embeddings())]
-    if model.get_output_embeddings() is not None:
-        keep.append(_module_name(model, model.get_output_embeddings()))
-    if grid_stem_of(model) is not None:  # new weights: trained in full, like the new token rows
-        keep.append(STEM_ATTRIBUTE)
+    embeddings = [_module_name(model, model.get_input_embeddings())]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        embeddings.append(_module_name(model, output))
+    keep = [STEM_ATTRIBUTE] if grid_stem_of(model) is not None else []
+    if spec.train_new_token_rows_only:
+        rows = {name: list(new_token_ids) for name in embeddings}
+    else:
+        rows, keep = None, [*embeddings, *keep]
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=spec.target_modules or "all-linear",
-        modules_to_save=keep,
+        modules_to_save=keep or None,
+        trainable_token_indices=rows,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    stem = grid_stem_of(model)
+    model = get_peft_model(model, config)
+    # The adapters' base is the model prepared here (resized, new rows seeded), not the folder on disk:
+    # peft would otherwise see the vocabulary grown since that folder and save both embedding
+    # matrices whole in every checkpoint (3.2 GB at dolly-v2-3b's shape).
+    model.peft_config["default"].base_model_name_or_path = None
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    if stem is not None and spec.train_new_token_rows_only:
+        # peft's row wrapper embeds with F.embedding, past the hook on the embedding module: hook the
+        # wrapper too (once merged at export, the wrapper is gone and the module's own hook runs).
+        wrapper = model.get_input_embeddings()
+        for hook in list(wrapper.original_module._forward_hooks.values()):
+            wrapper.register_forward_hook(hook)
+    return model

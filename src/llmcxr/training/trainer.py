@@ -20,9 +20,10 @@ from llmcxr.datasets.instructions import read_instructions
 from llmcxr.errors import BadInputError
 from llmcxr.training.config import TrainRecipe
 from llmcxr.training.data import build_datasets, corpus_texts
+from llmcxr.training.distributed import check_sharding, init_deepspeed_processes
 from llmcxr.training.export import export_model, weights_sha256
 from llmcxr.training.loop import CXRTrainer, TimeBudget, last_complete_checkpoint, training_arguments
-from llmcxr.training.model_setup import apply_lora, prepare_model
+from llmcxr.training.model_setup import apply_lora, cxr_token_ids, prepare_model
 from llmcxr.training.packing import RowCollator
 from llmcxr.training.sources import open_token_stores, read_source
 from llmcxr.training.tasks import select_stage
@@ -30,6 +31,12 @@ from llmcxr.training.tasks import select_stage
 
 def _last_checkpoint(output_dir: Path) -> Path | None:
     return last_complete_checkpoint(output_dir)  # skips (with a warning) one a kill left incomplete
+
+
+def _evaluated_at(log_history: list[dict], step: int) -> bool:
+    return any(
+        entry.get("step") == step and any(k.startswith("eval_") for k in entry) for entry in log_history
+    )
 
 
 def train(
@@ -50,6 +57,7 @@ def train(
             "VQ-GAN folder not found (the exported model carries a copy as vq/)",
             "point vq_folder at a `llmcxr vq train` output, or leave it out",
         )
+    check_sharding(recipe.deepspeed, recipe.fsdp, recipe.lora.enabled)  # the file is found by now
     checkpoint = _last_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and print_logs:
         print(f"no checkpoint in {output_dir}: starting from the beginning")
@@ -57,6 +65,7 @@ def train(
         raise BadInputError(
             output_dir, "has checkpoints of an earlier run", "pass --resume, or a new output_dir"
         )
+    init_deepspeed_processes(recipe.deepspeed)  # before ZeRO-3 shards a base as it loads
     args = training_arguments(recipe, has_eval=True)  # sets up the (distributed) process state first
     state = PartialState()
     if state.is_main_process:
@@ -75,7 +84,7 @@ def train(
         recipe, records, instructions, tokenizer, image_tokens, stores
     )
     if recipe.lora.enabled:
-        model = apply_lora(model, recipe)
+        model = apply_lora(model, recipe, cxr_token_ids(tokenizer, image_tokens))
     if not eval_sets:
         args.eval_strategy = IntervalStrategy.NO
         args.eval_on_start = False
@@ -109,9 +118,11 @@ def train(
             )
         )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if eval_sets:
-        trainer.evaluate()
+    if eval_sets and not _evaluated_at(trainer.state.log_history, trainer.state.global_step):
+        trainer.evaluate()  # the last step's eval, where the eval interval did not already end there
     # Before export (a LoRA merge changes the weights on the main process only).
+    if trainer.is_deepspeed_enabled:  # a stop mid-run can leave ZeRO-3 shards prefetched: gather fails
+        trainer.deepspeed.empty_partition_cache()
     digest = weights_sha256(trainer.accelerator.unwrap_model(trainer.model))
     atomic.write_text(output_dir / f"weights_sha256.rank{state.process_index}.txt", digest + "\n")
     if state.is_main_process:  # before the export: a failed export leaves the run's log behind
