@@ -209,6 +209,16 @@ def test_recipes_add_keep_and_refuse_stems(tmp_path, stem_folder):
         prepare_model(recipe(stem_folder, GridStemConfig(layers=3, summary_layers=1)), [], size, per_image)
     from llmcxr.training import LoraSpec
 
-    lora = apply_lora(model, recipe(stem_folder, None, lora=LoraSpec(enabled=True, r=2, alpha=4)))
-    trained = {name for name, p in lora.named_parameters() if p.requires_grad}
-    assert any("grid_stem" in name for name in trained)  # a new module: trained in full beside LoRA
+    codes = np.arange(shipped.image_tokens.tokens_per_image) % size
+    ids = torch.tensor([[3, 4, *shipped.image_tokens.block_ids(codes).tolist(), 5]])
+    with torch.no_grad():
+        expected = model(ids).logits
+    rows = [shipped.image_tokens.first_id, shipped.image_tokens.first_id + 1]
+    for rows_only in (True, False):
+        spec = LoraSpec(enabled=True, r=2, alpha=4, train_new_token_rows_only=rows_only)
+        fresh, _, _ = prepare_model(recipe(stem_folder, None), [], size, per_image)
+        lora = apply_lora(fresh, recipe(stem_folder, None, lora=spec), rows)
+        trained = {name for name, p in lora.named_parameters() if p.requires_grad}
+        assert any("grid_stem" in name for name in trained)  # a new module: trained in full beside LoRA
+        with torch.no_grad():  # LoRA starts as the identity: the stem still runs inside the wrapped model
+            torch.testing.assert_close(lora(ids).logits, expected)

@@ -144,30 +144,69 @@ def test_folder_without_image_tokens_is_a_clear_error(tok, tmp_path):
         ImageTokenMap.load(tmp_path / "plain")
 
 
-def test_lora_save_load_merge(tok, tmp_path):
+def _tiny_llama(vocab_size: int):
+    """A tiny Llama with tied input and output embeddings (as Llama-3.2-1B, Qwen2.5-0.5B)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+BASES = {"gpt_neox_untied": tiny_model, "llama_tied": _tiny_llama}
+
+
+@pytest.mark.parametrize("base", list(BASES))
+@pytest.mark.parametrize("rows_only", [True, False])
+def test_lora_save_load_merge(tok, tmp_path, base, rows_only):
+    """Adapters and new-token rows (only those rows, or the whole embedding matrices) train, save,
+    reload and merge into a plain model that computes what the adapted one did."""
     from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from llmcxr.training.model_setup import cxr_token_ids
 
     tokenizer, image_tokens, _ = tok
-    lora = LoraSpec(enabled=True, r=4, alpha=8, dropout=0.0)
+    build = BASES[base]
+    lora = LoraSpec(enabled=True, r=4, alpha=8, dropout=0.0, train_new_token_rows_only=rows_only)
     recipe = TrainRecipe(output_dir=tmp_path, model=ModelSpec(scratch=TINY_SCRATCH), lora=lora)
-    peft_model = apply_lora(tiny_model(len(tokenizer)), recipe)
-    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    new_ids = cxr_token_ids(tokenizer, image_tokens)
+    assert len(new_ids) == len(CONTROL_TOKENS) + CODEBOOK
+    peft_model = apply_lora(build(len(tokenizer)), recipe, new_ids)
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
     assert any("lora_B" in n for n in trainable)
-    for kept in peft_model.peft_config["default"].modules_to_save:  # input and output embeddings in full
-        assert any(f"{kept}.modules_to_save" in n for n in trainable)
-    assert len(peft_model.peft_config["default"].modules_to_save) == 2
+    assert all(p.dtype == torch.float32 for p in trainable.values())
+    hidden = peft_model.get_input_embeddings().weight.shape[1]
     with torch.no_grad():  # make the adapter and the new token rows do something
-        for p in peft_model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
+        for p in trainable.values():
+            p.add_(torch.randn_like(p) * 0.05)
     peft_model.eval()
     ids = torch.tensor([[5, 9, image_tokens.first_id + 3, image_tokens.last_id]])
     with torch.no_grad():
         tuned = peft_model(ids).logits
     peft_model.save_pretrained(tmp_path / "adapter")
-    reloaded = PeftModel.from_pretrained(tiny_model(len(tokenizer)), tmp_path / "adapter").eval()
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    rows = {k: v for k, v in saved.items() if "lora_" not in k}
+    if rows_only:  # only the new tokens' rows: one set per matrix, or one shared set where tied
+        assert {tuple(v.shape) for v in rows.values()} == {(len(new_ids), hidden)}
+        assert len(rows) == (1 if base == "llama_tied" else 2)
+    else:  # the embedding matrices in full
+        assert all(v.shape[0] >= len(tokenizer) for v in rows.values()) and rows
+    reloaded = PeftModel.from_pretrained(build(len(tokenizer)), tmp_path / "adapter").eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, tuned, atol=1e-5)
         merged = reloaded.merge_and_unload()
         assert torch.allclose(merged(ids).logits, tuned, atol=1e-4)
-        assert not torch.allclose(tiny_model(len(tokenizer)).eval()(ids).logits, tuned, atol=1e-3)
+        assert not torch.allclose(build(len(tokenizer)).eval()(ids).logits, tuned, atol=1e-3)
+    if rows_only:  # the merged matrices changed in the new tokens' rows only
+        before = build(len(tokenizer)).get_input_embeddings().weight
+        changed = (merged.get_input_embeddings().weight != before).any(dim=1).nonzero().flatten().tolist()
+        assert set(changed) <= set(new_ids) and changed

@@ -646,3 +646,34 @@ def test_per_task_losses_are_summed_as_by_indexing_the_scored_tokens():
     assert torch.allclose(counter._task_loss.cpu(), expected)
     assert counter._task_tokens.tolist() == torch.bincount(task[scored], minlength=len(TASKS)).tolist()
     assert int(counter._real_tokens) == int((task_ids >= 0).sum())
+
+
+def test_a_bf16_lora_run_holds_its_base_in_bf16_saves_only_new_rows_and_exports_bf16(tmp_path):
+    """Memory at the paper's shape: the frozen base in bf16, what trains in fp32; the adapter
+    checkpoint holds the new tokens' rows, not the embedding matrices; the export is bf16 unless
+    fp32 is asked for."""
+    from safetensors import safe_open
+
+    from llmcxr.training import LoraSpec
+
+    recipe = dataclasses.replace(
+        _tiny_recipe(tmp_path / "a", max_steps=2), bf16=True, lora=LoraSpec(enabled=True, r=4, alpha=8)
+    )
+    seen: dict[str, tuple[torch.dtype, bool]] = {}
+
+    class Peek(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen.update({n: (p.dtype, p.requires_grad) for n, p in model.named_parameters()})
+
+    folder = train_recipe(recipe, callbacks=[Peek()], print_logs=False)
+    assert {dtype for dtype, trains in seen.values() if not trains} == {torch.bfloat16}
+    assert {dtype for dtype, trains in seen.values() if trains} == {torch.float32}
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}
+    vocab = len(load_llmcxr_folder(folder).tokenizer)
+    with safe_open(tmp_path / "a" / "run" / "checkpoint-2" / "adapter_model.safetensors", "pt") as adapter:
+        rows = [adapter.get_slice(k).get_shape() for k in adapter.keys() if "lora_" not in k]
+    assert len(rows) == 2 and all(shape[0] < vocab for shape in rows)  # input and output rows only
+    fp32 = dataclasses.replace(recipe, output_dir=tmp_path / "b" / "run", export_fp32=True)
+    with safe_open(train_recipe(fp32, print_logs=False) / "model.safetensors", "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}
