@@ -72,19 +72,14 @@ def check_sharding(deepspeed: Path | None, fsdp: bool, lora: bool) -> None:
         )
 
 
-def launched_processes() -> int:
-    """Processes started by torchrun / accelerate launch (1 for a plain ``python``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_deepspeed_processes(deepspeed: Path | None) -> None:
     """On CPU, start DeepSpeed's process group (gloo) before the model loads.
 
     Under ZeRO-3 ``from_pretrained`` shards the base as it loads and checks the batch sizes against
     the number of processes; on GPUs the Trainer has started the group by then, on CPU it has not
-    (``train_batch_size ... 4 != 2 * 1 * 1``). A single process needs no group.
+    (``train_batch_size ... 4 != 2 * 1 * 1``). Only under a launcher (torchrun sets RANK).
     """
-    if deepspeed is None or torch.cuda.is_available() or launched_processes() < 2:
+    if deepspeed is None or torch.cuda.is_available() or "RANK" not in os.environ:
         return
     import deepspeed as ds
 
