@@ -1,0 +1,259 @@
+"""Two CPU processes (torchrun, gloo) against one: DDP, LoRA + DDP, DeepSpeed ZeRO-3 (from scratch and from a
+pretrained base), LoRA + ZeRO-3, FSDP2.
+
+    python benchmarks/distributed.py          # -> benchmarks/results/distributed.json (~10 min on 2 cores)
+
+Each mode trains a tiny GPT-NeoX for 3 steps with a global batch of 4 packed rows (2 per process) and is
+compared with one process at batch 4: the largest loss and weight differences, whether both ranks
+hold the same weights, whether the export loads (``AutoModelForCausalLM`` and ``LLMCXR``), and whether a
+run stopped after step 2's checkpoint resumes to the uninterrupted run's weights bit for bit.
+Also: the first ZeRO-3 run on a machine with no compiled DeepSpeed ops (the time its op builds cost).
+tests/test_distributed.py checks the same in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+ZERO3 = ROOT / "recipes" / "distributed" / "zero3.json"
+FSDP = ROOT / "recipes" / "distributed" / "fsdp.json"
+STEPS = 3
+REPORTS = [
+    "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",
+    "Moderate cardiomegaly. Small left pleural effusion with adjacent atelectasis.",
+    "Right lower lobe consolidation, concerning for pneumonia. No pneumothorax.",
+    "Support devices in place. Mild pulmonary edema. Stable cardiomediastinal silhouette.",
+]
+
+
+def write_world(root: Path, n: int = 16) -> tuple[Path, Path]:
+    """A manifest of ``n`` CXR records and a token store of random tiny-VQ codes for them."""
+    import numpy as np
+
+    from llmcxr.vq import TokenStoreWriter, VQConfig
+
+    rng, cfg = random.Random(0), VQConfig.tiny()
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with TokenStoreWriter(root / "tokens", cfg) as writer:
+        for i in range(n):
+            writer.add(f"img{i}", np.random.default_rng(i).integers(0, cfg.codebook_size, cfg.num_tokens))
+            rows.append(
+                {
+                    "image": f"img{i}.png",
+                    "findings": rng.choice(REPORTS),
+                    "impression": "No acute process." if i % 2 else "Cardiomegaly.",
+                    "view": "PA",
+                    "question": "Is there cardiomegaly?",
+                    "answer": rng.choice(["yes", "no"]),
+                    "split": "validate" if i % 8 == 0 else "train",
+                }
+            )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "manifest.jsonl", root / "tokens"
+
+
+def plain_base(folder: Path) -> Path:
+    """A pretrained-LM stand-in (tiny GPT-NeoX + BPE, no control or image tokens)."""
+    from llmcxr.model import ScratchConfig, build_scratch_model, train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(REPORTS * 5, 400)
+    config = ScratchConfig(400, 32, 2, 2, 64, 512)
+    build_scratch_model(config, len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def recipe(work: Path, name: str, per_device: int, **fields):
+    from llmcxr.model import ScratchConfig
+    from llmcxr.training import DataSource, Mixture, ModelSpec, OptimSpec, TrainRecipe
+
+    manifest, store = work / "world" / "manifest.jsonl", work / "world" / "tokens"
+    base = TrainRecipe(
+        output_dir=work / name,
+        data=[DataSource("manifest", manifest, store)],
+        model=ModelSpec(scratch=ScratchConfig(400, 32, 2, 2, 64, 512)),
+        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
+        max_length=384,
+        bf16=False,
+        optim=OptimSpec(
+            learning_rate=1e-3, warmup_steps=0, max_steps=STEPS, per_device_batch_size=per_device
+        ),
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=2,
+        eval_samples_per_task=4,
+    )
+    return dataclasses.replace(base, **fields)
+
+
+def torchrun(config, *options: str, env: dict | None = None) -> float:
+    from llmcxr.config import save_config
+
+    path = Path(config.output_dir).with_suffix(".yaml")
+    save_config(config, path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        __file__,
+        "--rank",
+        str(path),
+    ]
+    start = time.perf_counter()
+    with open(path.with_suffix(".log"), "a") as log:
+        done = subprocess.run(
+            [*cmd, *options],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"exit {done.returncode}: see {path.with_suffix('.log')}")
+    return time.perf_counter() - start
+
+
+def losses(run: Path) -> list[float]:
+    return [e["loss"] for e in json.loads((run / "train_log.json").read_text())["log_history"] if "loss" in e]
+
+
+def hashes(run: Path) -> list[str]:
+    return [(run / f"weights_sha256.rank{r}.txt").read_text().strip() for r in range(2)]
+
+
+def weights(folder: Path) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+
+
+def measure(work: Path, mode: str, fields: dict, resume: bool) -> dict:
+    from llmcxr.generation import LLMCXR
+    from llmcxr.training import train_recipe
+
+    reference = recipe(work, f"{mode}-one", 4, **{k: v for k, v in fields.items() if k in ("lora", "model")})
+    train_recipe(reference, print_logs=False)
+    two = recipe(work, f"{mode}-two", 2, **fields)
+    wall = torchrun(two)
+    got, want = losses(two.output_dir), losses(reference.output_dir)
+    a, b = weights(two.output_dir / "model"), weights(reference.output_dir / "model")
+    ranks = hashes(two.output_dir)
+    result = {
+        "runs": True,
+        "wall_s": round(wall, 1),
+        "losses": got,
+        "losses_one_process": want,
+        "max_loss_difference": max(abs(x - y) for x, y in zip(got, want, strict=True)),
+        "max_weight_difference": max(float((a[k] - b[k]).abs().max()) for k in b),
+        "ranks_identical": ranks[0] == ranks[1],
+        "export_loads": LLMCXR.from_pretrained(two.output_dir / "model", device="cpu") is not None,
+    }
+    if resume:
+        killed = recipe(work, f"{mode}-killed", 2, **fields)
+        torchrun(killed, "--stop-after", "2")
+        torchrun(killed, "--resume")
+        result["resume_exact"] = hashes(killed.output_dir) == ranks
+    return result
+
+
+def rank_main(config: Path, resume: bool, stop_after: int | None, keep_shm: bool) -> None:
+    """One rank of a run (started by torchrun)."""
+    import torch
+    from transformers import TrainerCallback
+
+    from llmcxr.config import load_config
+    from llmcxr.training import TrainRecipe, train_recipe
+
+    torch.set_num_threads(1)
+    if not keep_shm:  # DeepSpeed's shared-memory allreduce kernel: a 2-minute compile on first use;
+        try:  # without it DeepSpeed reduces over gloo, as torch.distributed does
+            import deepspeed.comm.torch
+
+            deepspeed.comm.torch.build_shm_op = lambda: None
+        except ImportError:
+            pass
+
+    class StopAfter(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if stop_after and state.global_step >= stop_after:
+                control.should_training_stop = True
+            return control
+
+    train_recipe(load_config(TrainRecipe, config), resume=resume, callbacks=[StopAfter()], print_logs=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "distributed")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed.json")
+    parser.add_argument("--rank", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-shm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-cold", action="store_true", help="leave out the cold ZeRO-3 start")
+    args = parser.parse_args()
+    if args.rank is not None:
+        rank_main(args.rank, args.resume, args.stop_after, args.keep_shm)
+        return
+
+    from llmcxr import atomic
+    from llmcxr.errors import BadInputError
+    from llmcxr.training import LoraSpec, ModelSpec
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    write_world(args.work / "world")
+    lora = LoraSpec(enabled=True, r=4, alpha=8, dropout=0.0)
+    base = ModelSpec(base=plain_base(args.work / "base"))
+    modes = {
+        "ddp": ({}, True),
+        "lora_ddp": ({"lora": lora}, True),
+        "zero3": ({"deepspeed": ZERO3}, True),
+        "zero3_pretrained_base": ({"deepspeed": ZERO3, "model": base}, False),
+        "lora_zero3": ({"deepspeed": ZERO3, "lora": lora}, False),
+        "fsdp2": ({"fsdp": True, "fsdp_config": FSDP}, True),
+    }
+    result: dict = {
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+        "setup": f"tiny GPT-NeoX, {STEPS} steps, global batch 4 (2 processes x 2 vs 1 x 4), fp32, gloo",
+        "modes": {},
+    }
+    for mode, (fields, resume) in modes.items():
+        try:
+            result["modes"][mode] = measure(args.work, mode, fields, resume)
+        except BadInputError as err:  # refused when the recipe loads
+            result["modes"][mode] = {"runs": False, "refused": str(err)}
+        print(mode, json.dumps(result["modes"][mode]), flush=True)
+        atomic.write_json(args.out, result)
+    if not args.skip_cold:
+        with tempfile.TemporaryDirectory() as extensions:  # no DeepSpeed op compiled yet
+            run = recipe(args.work, "zero3-cold", 2, deepspeed=ZERO3)
+            seconds = torchrun(run, "--keep-shm", env={"TORCH_EXTENSIONS_DIR": extensions})
+            built = sorted(p.name for p in Path(extensions).glob("*/*") if p.is_dir())
+        result["zero3_cold_start"] = {
+            "wall_s": round(seconds, 1),
+            "ops_built": built,
+            "warm_wall_s": result["modes"]["zero3"]["wall_s"],
+        }
+        atomic.write_json(args.out, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
