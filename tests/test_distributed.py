@@ -139,6 +139,8 @@ def test_two_processes_train_as_one_process_with_the_same_global_batch(tmp_path:
     history = json.loads((two.output_dir / "train_log.json").read_text())["log_history"]
     last = [e for e in history if e.get("step") == STEPS and "eval_text_loss" in e]
     assert len(last) == 1  # the final evaluation runs once
+    if mode.startswith("zero3"):  # DeepSpeed ran: its engine's own checkpoint folder
+        assert (two.output_dir / f"checkpoint-{STEPS}" / f"global_step{STEPS}").is_dir()
     if mode == "fsdp2":  # it sharded (accelerate alone falls back to DDP on CPU): FSDP's own checkpoint
         assert (two.output_dir / f"checkpoint-{STEPS}" / "pytorch_model_fsdp.bin").is_file()
 
