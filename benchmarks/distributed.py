@@ -109,6 +109,7 @@ def torchrun(config, *options: str, env: dict | None = None) -> float:
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port: other runs on this machine may hold the default one
         "--nproc-per-node",
         "2",
         __file__,

@@ -69,6 +69,7 @@ def _torchrun(recipe: TrainRecipe, *options: str) -> None:
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # a free port: other runs on this machine may hold the default one
             "--nproc-per-node",
             "2",
             str(RANKS),
