@@ -2,8 +2,8 @@
 decoding, each measured against the card's limits. Finishes in about 5 minutes on an H100; results
 (JSON + logs) go to $OUT (or --out).
 
-    OUT=/path/to/results python recipes/gpu/paper_shape.py            # on a GPU machine
-    python recipes/gpu/paper_shape.py --tiny --out /tmp/gpu-check      # the same path at a tiny shape, on CPU
+    OUT=/path/to/results python benchmarks/paper_shape_gpu.py            # on a GPU machine
+    python benchmarks/paper_shape_gpu.py --tiny --out /tmp/gpu-check      # the same path at a tiny shape, on CPU
 
 Needs `pip install -e ".[distributed]"` (DeepSpeed). Weights are random (nothing is downloaded): the
 numbers are costs, not quality. Steps, each in its own process (GPU memory is measured per run):
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
 # Dense bf16 tensor-core peak and HBM bandwidth per card (NVIDIA data sheets, SXM parts).
