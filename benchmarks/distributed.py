@@ -14,10 +14,8 @@ tests/test_distributed.py checks the same in CI.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -26,78 +24,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # the tiny run the tests check: tests/_tiny_lm.py
+
+from _tiny_lm import plain_base, tiny_run_recipe, write_world  # noqa: E402
 
 ZERO3 = ROOT / "recipes" / "distributed" / "zero3.json"
 FSDP = ROOT / "recipes" / "distributed" / "fsdp.json"
 STEPS = 3
-REPORTS = [
-    "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",
-    "Moderate cardiomegaly. Small left pleural effusion with adjacent atelectasis.",
-    "Right lower lobe consolidation, concerning for pneumonia. No pneumothorax.",
-    "Support devices in place. Mild pulmonary edema. Stable cardiomediastinal silhouette.",
-]
-
-
-def write_world(root: Path, n: int = 16) -> tuple[Path, Path]:
-    """A manifest of ``n`` CXR records and a token store of random tiny-VQ codes for them."""
-    import numpy as np
-
-    from llmcxr.vq import TokenStoreWriter, VQConfig
-
-    rng, cfg = random.Random(0), VQConfig.tiny()
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with TokenStoreWriter(root / "tokens", cfg) as writer:
-        for i in range(n):
-            writer.add(f"img{i}", np.random.default_rng(i).integers(0, cfg.codebook_size, cfg.num_tokens))
-            rows.append(
-                {
-                    "image": f"img{i}.png",
-                    "findings": rng.choice(REPORTS),
-                    "impression": "No acute process." if i % 2 else "Cardiomegaly.",
-                    "view": "PA",
-                    "question": "Is there cardiomegaly?",
-                    "answer": rng.choice(["yes", "no"]),
-                    "split": "validate" if i % 8 == 0 else "train",
-                }
-            )
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root / "manifest.jsonl", root / "tokens"
-
-
-def plain_base(folder: Path) -> Path:
-    """A pretrained-LM stand-in (tiny GPT-NeoX + BPE, no control or image tokens)."""
-    from llmcxr.model import ScratchConfig, build_scratch_model, train_bpe_tokenizer
-
-    tokenizer = train_bpe_tokenizer(REPORTS * 5, 400)
-    config = ScratchConfig(400, 32, 2, 2, 64, 512)
-    build_scratch_model(config, len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def recipe(work: Path, name: str, per_device: int, **fields):
-    from llmcxr.model import ScratchConfig
-    from llmcxr.training import DataSource, Mixture, ModelSpec, OptimSpec, TrainRecipe
-
-    manifest, store = work / "world" / "manifest.jsonl", work / "world" / "tokens"
-    base = TrainRecipe(
-        output_dir=work / name,
-        data=[DataSource("manifest", manifest, store)],
-        model=ModelSpec(scratch=ScratchConfig(400, 32, 2, 2, 64, 512)),
-        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
-        max_length=384,
-        bf16=False,
-        optim=OptimSpec(
-            learning_rate=1e-3, warmup_steps=0, max_steps=STEPS, per_device_batch_size=per_device
-        ),
-        logging_steps=1,
-        eval_steps=1000,
-        save_steps=2,
-        eval_samples_per_task=4,
-    )
-    return dataclasses.replace(base, **fields)
+    return tiny_run_recipe(work / name, work / "world", per_device, STEPS, **fields)
 
 
 def torchrun(config, *options: str, env: dict | None = None) -> float:
@@ -219,7 +156,7 @@ def main() -> None:
     from llmcxr.training import LoraSpec, ModelSpec
 
     shutil.rmtree(args.work, ignore_errors=True)
-    write_world(args.work / "world")
+    write_world(args.work / "world", n=16)
     lora = LoraSpec(enabled=True, r=4, alpha=8, dropout=0.0)
     base = ModelSpec(base=plain_base(args.work / "base"))
     modes = {

@@ -114,3 +114,35 @@ def write_world(root: Path, n: int = 24, seed: int = 0) -> tuple[Path, Path]:
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return manifest, root / "tokens"
+
+
+def plain_base(folder: Path) -> Path:
+    """A pretrained-LM stand-in: a tiny GPT-NeoX and its BPE, without control or image tokens."""
+    tokenizer = train_bpe_tokenizer(REPORTS * 5, 400)
+    tiny_model(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_run_recipe(output_dir: Path, world: Path, per_device: int, steps: int, **fields):
+    """The tiny run the distributed checks compare (tests/test_distributed.py, benchmarks/distributed.py):
+    the ``write_world`` folder ``world``, a 2-layer scratch GPT-NeoX, fp32 for exact comparisons,
+    ``steps`` steps at ``per_device`` packed rows per process, a checkpoint every 2 steps."""
+    from llmcxr.training import DataSource, Mixture, ModelSpec, OptimSpec, TrainRecipe
+
+    recipe = TrainRecipe(
+        output_dir=output_dir,
+        data=[DataSource("manifest", world / "manifest.jsonl", world / "tokens")],
+        model=ModelSpec(scratch=TINY_SCRATCH),
+        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
+        max_length=384,
+        bf16=False,
+        optim=OptimSpec(
+            learning_rate=1e-3, warmup_steps=0, max_steps=steps, per_device_batch_size=per_device
+        ),
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=2,
+        eval_samples_per_task=4,
+    )
+    return replace(recipe, **fields)

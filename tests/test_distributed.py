@@ -5,7 +5,6 @@ run that resumes to the same weights. Recipes that would train and then fail are
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tiny_lm import REPORTS, TINY_SCRATCH, tiny_model, write_world
+from _tiny_lm import plain_base, tiny_run_recipe, write_world
 from llmcxr.config import save_config
 from llmcxr.errors import BadInputError
-from llmcxr.model import train_bpe_tokenizer
-from llmcxr.training import DataSource, LoraSpec, Mixture, ModelSpec, OptimSpec, TrainRecipe, train_recipe
+from llmcxr.training import LoraSpec, ModelSpec, TrainRecipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RANKS = Path(__file__).with_name("_train_ranks.py")
@@ -29,31 +27,8 @@ STEPS = 3  # 15 packed rows: three full global batches of 4
 
 
 def _recipe(root: Path, per_device: int, **fields) -> TrainRecipe:
-    manifest, store = write_world(root.parent / "world", n=16)
-    recipe = TrainRecipe(
-        output_dir=root,
-        data=[DataSource("manifest", manifest, store)],
-        model=ModelSpec(scratch=TINY_SCRATCH),
-        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
-        max_length=384,
-        bf16=False,  # exact comparisons
-        optim=OptimSpec(
-            learning_rate=1e-3, warmup_steps=0, max_steps=STEPS, per_device_batch_size=per_device
-        ),
-        logging_steps=1,
-        eval_steps=1000,
-        save_steps=2,
-        eval_samples_per_task=4,
-    )
-    return dataclasses.replace(recipe, **fields)
-
-
-def _plain_base(folder: Path) -> Path:
-    """A pretrained-LM stand-in: a tiny GPT-NeoX and its BPE, without control or image tokens."""
-    tokenizer = train_bpe_tokenizer(REPORTS * 5, 400)
-    tiny_model(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    write_world(root.parent / "world", n=16)
+    return tiny_run_recipe(root, root.parent / "world", per_device, STEPS, **fields)
 
 
 def _torchrun(recipe: TrainRecipe, *options: str) -> None:
@@ -118,7 +93,7 @@ def test_two_processes_train_as_one_process_with_the_same_global_batch(tmp_path:
         pytest.importorskip("deepspeed", reason="DeepSpeed is the `distributed` extra")
     fields = dict(MODES[mode])
     if mode == "zero3_pretrained_base":
-        fields["model"] = ModelSpec(base=_plain_base(tmp_path / "base"))
+        fields["model"] = ModelSpec(base=plain_base(tmp_path / "base"))
     reference_fields = {k: v for k, v in fields.items() if k in ("lora", "model")}
     one = _recipe(tmp_path / "one", per_device=4, **reference_fields)
     train_recipe(one, print_logs=False)
