@@ -49,8 +49,7 @@ def torchrun(config, *options: str, env: dict | None = None) -> float:
         "--standalone",  # a free port: other runs on this machine may hold the default one
         "--nproc-per-node",
         "2",
-        __file__,
-        "--rank",
+        str(ROOT / "tests" / "_train_ranks.py"),  # the rank the tests run
         str(path),
     ]
     start = time.perf_counter()
@@ -60,7 +59,7 @@ def torchrun(config, *options: str, env: dict | None = None) -> float:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
         )
     if done.returncode != 0:
         raise RuntimeError(f"exit {done.returncode}: see {path.with_suffix('.log')}")
@@ -111,46 +110,12 @@ def measure(work: Path, mode: str, fields: dict, resume: bool) -> dict:
     return result
 
 
-def rank_main(config: Path, resume: bool, stop_after: int | None, keep_shm: bool) -> None:
-    """One rank of a run (started by torchrun)."""
-    import torch
-    from transformers import TrainerCallback
-
-    from llmcxr.config import load_config
-    from llmcxr.training import TrainRecipe, train_recipe
-
-    torch.set_num_threads(1)
-    if not keep_shm:  # DeepSpeed's shared-memory allreduce kernel: a 2-minute compile on first use;
-        try:  # without it DeepSpeed reduces over gloo, as torch.distributed does
-            import deepspeed.comm.torch
-
-            deepspeed.comm.torch.build_shm_op = lambda: None
-        except ImportError:
-            pass
-
-    class StopAfter(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if stop_after and state.global_step >= stop_after:
-                control.should_training_stop = True
-            return control
-
-    train_recipe(load_config(TrainRecipe, config), resume=resume, callbacks=[StopAfter()], print_logs=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "distributed")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed.json")
-    parser.add_argument("--rank", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--keep-shm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold ZeRO-3 start")
     args = parser.parse_args()
-    if args.rank is not None:
-        rank_main(args.rank, args.resume, args.stop_after, args.keep_shm)
-        return
-
     from llmcxr import atomic
     from llmcxr.errors import BadInputError
     from llmcxr.training import LoraSpec, ModelSpec

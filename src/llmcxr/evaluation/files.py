@@ -18,7 +18,7 @@ from llmcxr.evaluation.prediction_files import (
     pair_by_id,
     read_rows,
     report_text,
-    rows_by_id,
+    rows_for_ids,
 )
 from llmcxr.metrics.clinical import LabelConvention, label_reports, labeler_name, score_report_labels
 from llmcxr.metrics.finding_classifier import (
@@ -72,32 +72,35 @@ def evaluate_report_files(
     }
 
 
-def load_image_set(folder_or_manifest: str | Path, size: int) -> tuple[list[str], torch.Tensor]:
-    """(ids, images (N, 1, size, size) in [-1, 1]) of every image in a folder or manifest."""
-    from llmcxr.imaging import list_images, load_cxr
+def image_entries(folder_or_manifest: str | Path) -> list[tuple[str, Path]]:
+    """(id, path) of every image in a folder or manifest; none is an error."""
+    from llmcxr.imaging import list_images
 
     entries = list_images(Path(folder_or_manifest))
     if not entries:
         raise BadInputError(
             folder_or_manifest, "no images found", "give a folder of PNG/JPEG/DICOM files or a manifest"
         )
+    return [(image_id, Path(path)) for image_id, path in entries]
+
+
+def load_image_set(folder_or_manifest: str | Path, size: int) -> tuple[list[str], torch.Tensor]:
+    """(ids, images (N, 1, size, size) in [-1, 1]) of every image in a folder or manifest."""
+    from llmcxr.imaging import load_cxr
+
+    entries = image_entries(folder_or_manifest)
     return [image_id for image_id, _ in entries], torch.stack([load_cxr(path, size) for _, path in entries])
 
 
 def _labels_for(ids: list[str], labels_path: str | Path, labeler: Labeler) -> list[dict[str, int]]:
     """Labels of the reports each generated image came from: a ``labels`` column, else the labelled report."""
-    rows = rows_by_id(read_rows(labels_path), labels_path)
-    missing = [i for i in ids if i not in rows]
-    if missing:
-        raise BadInputError(
-            labels_path,
-            f"{len(missing)} generated image id(s) have no row, e.g. {missing[:3]}",
-            "name each image after its report's id",
-        )
-    labels: list[dict[str, int] | None] = [row_labels(rows[i], labels_path) for i in ids]
+    rows = rows_for_ids(
+        labels_path, ids, "generated image id(s) have no row", "name each image after its report's id"
+    )
+    labels: list[dict[str, int] | None] = [row_labels(row, labels_path) for row in rows]
     unlabeled = [n for n, value in enumerate(labels) if value is None]
     if unlabeled:
-        texts = [report_text(rows[ids[n]], labels_path) for n in unlabeled]
+        texts = [report_text(rows[n], labels_path) for n in unlabeled]
         for n, value in zip(unlabeled, label_reports(labeler, texts), strict=True):
             labels[n] = value
     return [value or {} for value in labels]

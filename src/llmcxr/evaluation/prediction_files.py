@@ -45,6 +45,16 @@ def rows_by_id(rows: Sequence[Row], path: str | Path) -> dict[str, Row]:
     return out
 
 
+def rows_for_ids(path: str | Path, ids: Sequence[str], missing: str, fix: str) -> list[Row]:
+    """The row of each id in ``path``, in the ids' order; ids without a row are an error that says
+    "<count> <missing>" and ``fix``."""
+    rows = rows_by_id(read_rows(path), path)
+    absent = [i for i in ids if i not in rows]
+    if absent:
+        raise BadInputError(path, f"{len(absent)} {missing}, e.g. {absent[:3]}", fix)
+    return [rows[i] for i in ids]
+
+
 def pair_by_id(pred_path: str | Path, ref_path: str | Path) -> list[tuple[str, Row, Row]]:
     """(id, prediction row, reference row) for every reference id, in reference order.
 

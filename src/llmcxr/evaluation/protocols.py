@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from llmcxr.errors import BadInputError
-from llmcxr.evaluation.prediction_files import pair_by_id, report_text, rows_by_id
+from llmcxr.evaluation.prediction_files import pair_by_id, report_text, rows_for_ids
 from llmcxr.metrics.chexgenbench import chexgenbench_scores
 from llmcxr.metrics.protocols import ReXrankWeights, rexrank_report_scores
 
@@ -50,27 +49,15 @@ def evaluate_reports_rexrank(
 
 
 def _image_files(folder: str | Path) -> dict[str, Path]:
-    from llmcxr.imaging import list_images
+    from llmcxr.evaluation.files import image_entries
 
-    entries = list_images(Path(folder))
-    if not entries:
-        raise BadInputError(folder, "no images found", "give a folder of PNG/JPEG/DICOM files or a manifest")
-    return {image_id: Path(path) for image_id, path in entries}
+    return dict(image_entries(folder))
 
 
 def image_prompts(image_files: dict[str, Path], prompts: str | Path) -> list[str]:
     """Each image's prompt (its source report), in the images' order; an image without one is an error."""
-    from llmcxr.tables import read_rows
-
-    rows = rows_by_id(read_rows(prompts), prompts)
-    missing = [image_id for image_id in image_files if image_id not in rows]
-    if missing:
-        raise BadInputError(
-            prompts,
-            f"{len(missing)} generated image(s) have no prompt, e.g. {missing[:3]}",
-            "give one per image",
-        )
-    return [report_text(rows[image_id], prompts) for image_id in image_files]
+    rows = rows_for_ids(prompts, list(image_files), "generated image(s) have no prompt", "give one per image")
+    return [report_text(row, prompts) for row in rows]
 
 
 def evaluate_images_chexgenbench(
