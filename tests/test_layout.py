@@ -20,7 +20,7 @@ PACKAGE = ROOT / "src" / "llmcxr"
 # The pipeline, bottom to top: a module may import its own package and any layer below it, never one
 # beside or above it (README "The pipeline in the source tree").
 LAYERS = [
-    ("errors", "findings"),
+    ("errors", "findings", "hashing"),
     ("atomic", "tables", "records"),
     ("config",),
     ("imaging",),

@@ -53,8 +53,8 @@ def _load(model: Path | None, device: str | None, dtype: str, threads: int):  # 
     chosen = threads if threads > 0 else default_cpu_threads(llm.model)
     if chosen:
         torch.set_num_threads(chosen)
-    if llm.synthetic_only:
-        err_console.print(f"[bold yellow]note:[/] {_synthetic_note(llm)}", highlight=False)
+    if note := _synthetic_note(llm):
+        err_console.print(f"[bold yellow]note:[/] {note}", highlight=False)
     return llm
 
 

@@ -72,3 +72,22 @@ def train_token_grids(
     atomic.write_bytes(cache, save({"codes": codes}))
     folder.add_seconds("baseline_tokens", time.perf_counter() - started)
     return codes
+
+
+MODE_IMAGE = "mode_token_map.png"  # in the run folder's baselines/
+
+
+@torch.inference_mode()
+def mode_token_image(
+    vq, vq_folder: Path, train: Sequence[CXRRecord], folder: RunFolder, batch_size: int, advance
+) -> torch.Tensor:
+    """(C, H, W) the VQ-GAN's decoding of the training images' per-position mode code (what a model
+    that ignores the report could draw), also written to baselines/mode_token_map.png."""
+    from llmcxr.evaluation.run_folder import png_bytes
+    from llmcxr.imaging import to_pil
+    from llmcxr.metrics.baselines import mode_token_map
+
+    grids = train_token_grids(vq, vq_folder, train, folder, batch_size, advance)
+    image = vq.decode(mode_token_map(grids)[None].to(next(vq.parameters()).device)).cpu()[0]
+    atomic.write_bytes(folder.baselines / MODE_IMAGE, png_bytes(to_pil(image)))
+    return image

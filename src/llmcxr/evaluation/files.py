@@ -215,20 +215,21 @@ def score_reports(
 def report_baseline_predictions(
     train: list[CXRRecord], test: list[CXRRecord], classifier: FindingClassifier | None = None
 ) -> dict[str, list[str]]:
-    """{baseline name: one report per ``test`` record}: the most common training report and the
-    report of the nearest training image by pixels (and by the classifier's features, given one)."""
+    """{baseline name: one report per ``test`` record}: the most common training report and, where
+    every record has its image, the report of the nearest training image by pixels (and by the
+    classifier's features, given one)."""
     from llmcxr.metrics.baselines import most_common_report, nearest_neighbour_reports, pixel_features
     from llmcxr.metrics.finding_classifier import load_record_images
 
     train_reports = [r.report for r in train]
+    predictions = {"most_common_report": [most_common_report(train_reports)] * len(test)}
+    if not all(has_image(r) for r in [*train, *test]):  # reports only (IU without its images)
+        return predictions
     size = classifier.config.image_size if classifier is not None else 64  # pixels are pooled to 16 px anyway
     train_images, test_images = load_record_images(train, size), load_record_images(test, size)
-    predictions = {
-        "most_common_report": [most_common_report(train_reports)] * len(test),
-        "nearest_neighbour_pixels": nearest_neighbour_reports(
-            pixel_features(train_images), train_reports, pixel_features(test_images)
-        ),
-    }
+    predictions["nearest_neighbour_pixels"] = nearest_neighbour_reports(
+        pixel_features(train_images), train_reports, pixel_features(test_images)
+    )
     if classifier is not None:
         network = FindingClassifierFeatures(classifier)
         predictions["nearest_neighbour_classifier"] = nearest_neighbour_reports(
@@ -353,22 +354,39 @@ def manifest_classifier_records(manifest: str | Path, validate_fraction: float =
     classifier: a row's ``labels`` column where it has one, else the rule-based labeler on its report.
     Rows without a ``split`` are split by patient (else image id): ``validate_fraction`` of them,
     chosen by a hash, hold out for the validation AUROC."""
-    import hashlib
 
     from llmcxr.datasets.manifest import read_manifest
 
     records = read_manifest(Path(manifest))
+    label_unlabelled(records)
+    split_by_patient_hash(records, validate_fraction, "validate")
+    return records
+
+
+def label_unlabelled(records: list[CXRRecord]) -> list[CXRRecord]:
+    """Give the records without labels the rule labeler's labels of their reports; returns those records."""
     unlabelled = [record for record in records if not record.labels]
     for record, labels in zip(
         unlabelled, label_reports(RuleLabeler(), [r.report for r in unlabelled]), strict=True
     ):
         record.labels = labels
+    return unlabelled
+
+
+def split_by_patient_hash(records: list[CXRRecord], fraction: float, held_out: str) -> None:
+    """Records without a split: ``held_out`` for about ``fraction`` of patients (a hash of the patient,
+    else image, id: stable across runs and machines), else train. A patient's images stay together."""
+    import hashlib
+
     for record in records:
         if record.split is None:
             key = (record.patient_id or record.image_id).encode()
-            held_out = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < validate_fraction
-            record.split = "validate" if held_out else "train"
-    return records
+            chosen = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+            record.split = held_out if chosen else "train"
+
+
+def has_image(record: CXRRecord) -> bool:
+    return bool(record.image_path) and Path(record.image_path).is_file()
 
 
 def train_classifier_on_manifest(

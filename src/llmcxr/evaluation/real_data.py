@@ -34,7 +34,6 @@ a rerun with other generation settings is refused unless ``restart``. Files::
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Callable
@@ -47,22 +46,22 @@ import torch
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
 from llmcxr.evaluation.config import GENERATION_KEYS, EvalRunConfig
+from llmcxr.evaluation.files import has_image, report_baseline_predictions, split_by_patient_hash
 from llmcxr.evaluation.generate import generate_images, generate_reports
 from llmcxr.evaluation.real_images import (
     fill_labels,
-    has_image,
     real_finding_classifier,
     score_real_images,
     write_baseline_images,
 )
 from llmcxr.evaluation.run_folder import (
     RunFolder,
-    file_sha256,
     model_weights,
     progress_bars,
     read_jsonl_rows,
     write_jsonl_rows,
 )
+from llmcxr.hashing import file_sha256
 from llmcxr.metrics.finding_classifier import ClassifierTrainConfig, torch_threads
 from llmcxr.metrics.protocols import ReXrankWeights, chexbert_f1, rexrank_report_scores
 from llmcxr.records import CXRRecord
@@ -137,17 +136,6 @@ class RealEvalConfig:
         return settings.with_recommended_guidance() if self.model is not None else settings
 
 
-def _hashed_split(records: list[CXRRecord], test_fraction: float) -> None:
-    for record in records:
-        if record.split is None:
-            key = (record.patient_id or record.image_id).encode()
-            record.split = (
-                "test"
-                if int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < test_fraction
-                else "train"
-            )
-
-
 def load_real_records(config: RealEvalConfig) -> list[CXRRecord]:
     """The records of ``config.data`` with a split on every one (``val`` is named ``validate``)."""
     if config.source == "manifest":
@@ -169,7 +157,7 @@ def load_real_records(config: RealEvalConfig) -> list[CXRRecord]:
         records = [r for r in iu_records(config.data, config.images, config.iu_split, label=False) if r.split]
     else:
         raise BadInputError("source", f"{config.source!r} is not one of {SOURCES}")
-    _hashed_split(records, config.test_fraction)
+    split_by_patient_hash(records, config.test_fraction, "test")
     for record in records:
         if record.split == "val" or record.split == "validate":
             record.split = "validate"
@@ -178,20 +166,6 @@ def load_real_records(config: RealEvalConfig) -> list[CXRRecord]:
 
 def _with_images(records: list[CXRRecord]) -> bool:
     return all(has_image(r) for r in records)
-
-
-def baseline_reports(train: list[CXRRecord], test: list[CXRRecord]) -> dict[str, list[str]]:
-    from llmcxr.metrics.baselines import most_common_report, nearest_neighbour_reports, pixel_features
-    from llmcxr.metrics.finding_classifier import load_record_images
-
-    reports = [r.report for r in train]
-    systems = {"most_common_report": [most_common_report(reports)] * len(test)}
-    if _with_images(train) and _with_images(test):
-        train_images, test_images = load_record_images(train, 64), load_record_images(test, 64)
-        systems["nearest_neighbour_pixels"] = nearest_neighbour_reports(
-            pixel_features(train_images), reports, pixel_features(test_images)
-        )
-    return systems
 
 
 def _identity(config: RealEvalConfig, generation: EvalRunConfig) -> dict:
@@ -211,11 +185,11 @@ def _identity(config: RealEvalConfig, generation: EvalRunConfig) -> dict:
 def _score_reports(systems: dict[str, list[str]], test: list[CXRRecord], config: RealEvalConfig) -> dict:
     from llmcxr.reports import RuleLabeler
 
-    references = [r.report for r in test]
+    references, labeler = [r.report for r in test], RuleLabeler()
     return {
         name: {
             **rexrank_report_scores(reports, references, config.weights),
-            "rule_labeler_f1": chexbert_f1(reports, references, RuleLabeler(), "llmcxr-rules (not CheXbert)"),
+            "rule_labeler_f1": chexbert_f1(reports, references, labeler, "llmcxr-rules (not CheXbert)"),
         }
         for name, reports in systems.items()
     }
@@ -245,7 +219,7 @@ class _Run:
     def reports(self, train: list[CXRRecord], test: list[CXRRecord]) -> dict:
         """CXR -> report: the model's reports (generated per batch) and the baselines', all scored."""
         started = time.perf_counter()
-        systems = baseline_reports(train, test)
+        systems = report_baseline_predictions(train, test)
         self.seconds["report_baselines"] = time.perf_counter() - started
         if self.llm is None:
             self.not_run["cxr_to_report/model"] = "no --model given"

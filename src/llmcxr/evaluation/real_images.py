@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from llmcxr import atomic
-from llmcxr.evaluation.baselines import train_token_grids
-from llmcxr.evaluation.run_folder import RunFolder, png_bytes, safe_image_id
-from llmcxr.metrics.clinical import LabelConvention, label_reports, labeler_name
+from llmcxr.evaluation.baselines import MODE_IMAGE, mode_token_image
+from llmcxr.evaluation.files import label_unlabelled
+from llmcxr.evaluation.run_folder import RunFolder, load_generated_images, png_bytes, safe_image_id
+from llmcxr.metrics.clinical import LabelConvention, labeler_name
 from llmcxr.metrics.finding_classifier import (
     ClassifierTrainConfig,
     FindingClassifier,
@@ -43,22 +44,13 @@ from llmcxr.metrics.finding_classifier import (
 from llmcxr.records import CXRRecord
 from llmcxr.reports import RuleLabeler
 
-MODE_IMAGE = "mode_token_map.png"
 ROUND_TRIPS = "vq_round_trip"
-
-
-def has_image(record: CXRRecord) -> bool:
-    return bool(record.image_path) and Path(record.image_path).is_file()
 
 
 def fill_labels(records: Sequence[CXRRecord]) -> str:
     """Give every record labels: its own (a manifest's ``labels`` column, MIMIC's CheXpert table) where
     it has them, else the rule labeler's on its report. Returns what eval.json says about them."""
-    unlabelled = [r for r in records if not r.labels]
-    for record, labels in zip(
-        unlabelled, label_reports(RuleLabeler(), [r.report for r in unlabelled]), strict=True
-    ):
-        record.labels = labels
+    unlabelled = label_unlabelled(records)
     rules = f"the rule labeler ({labeler_name(RuleLabeler())}, not CheXbert) on the reports"
     if not unlabelled:
         return "the data's own labels"
@@ -107,12 +99,9 @@ def write_baseline_images(
     baselines/vq_round_trip/<image_id>.png of each test image not there yet."""
     from llmcxr.evaluation.files import vq_round_trip
     from llmcxr.imaging import to_pil
-    from llmcxr.metrics.baselines import mode_token_map
 
     device = next(vq.parameters()).device
-    grids = train_token_grids(vq, vq_folder, train, folder, 16, advance)
-    mode_image = vq.decode(mode_token_map(grids)[None].to(device)).cpu()[0]
-    atomic.write_bytes(folder.baselines / MODE_IMAGE, png_bytes(to_pil(mode_image)))
+    mode_token_image(vq, vq_folder, train, folder, 16, advance)
     todo = [r for r in items if not round_trip_file(folder, r.image_id).is_file()]
     for start in range(0, len(todo), 16):
         chunk = todo[start : start + 16]
@@ -129,15 +118,6 @@ def system_files(items: Sequence[CXRRecord], folder: RunFolder) -> dict[str, lis
         "vq_round_trip": [round_trip_file(folder, r.image_id) for r in items],
         "reference_images": [Path(r.image_path) for r in items],  # type: ignore[arg-type]
     }
-
-
-def _load_files(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """Image files -> (N, 1, size, size) in [-1, 1]; generated ones are at the VQ-GAN's resolution,
-    which may be below the input size limit for CXRs."""
-    from llmcxr.imaging import load_cxr
-    from llmcxr.imaging.limits import ImageLimits
-
-    return torch.stack([load_cxr(p, size, limits=ImageLimits(min_side=1)) for p in paths])
 
 
 def score_real_images(
@@ -158,7 +138,9 @@ def score_real_images(
     )
 
     files = system_files(items, folder)
-    images = {name: _load_files(paths, classifier.config.image_size) for name, paths in files.items()}
+    images = {
+        name: load_generated_images(paths, classifier.config.image_size) for name, paths in files.items()
+    }
     if rad_dino is not None:
         network = RadDinoFeatures(rad_dino)
         features = {name: rad_dino_features(network, paths) for name, paths in files.items()}

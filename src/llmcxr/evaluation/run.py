@@ -37,8 +37,8 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +48,19 @@ import torch
 from llmcxr import atomic
 from llmcxr.config import to_dict
 from llmcxr.errors import BadInputError
-from llmcxr.evaluation.baselines import train_token_grids
+from llmcxr.evaluation.baselines import mode_token_image
 from llmcxr.evaluation.config import GENERATION_KEYS, LATER_GENERATION_KEYS, TARGETS, TASKS, EvalRunConfig
 from llmcxr.evaluation.generate import generate_answers, generate_images, generate_reports, vqa_items
 from llmcxr.evaluation.markdown import render_markdown
 from llmcxr.evaluation.plots import write_run_plots
 from llmcxr.evaluation.run_folder import (
     RunFolder,
-    file_sha256,
     model_weights,
-    png_bytes,
     progress_bars,
     safe_image_id,
 )
 from llmcxr.evaluation.score import headline, score_image_task, score_report_task, score_vqa_task
+from llmcxr.hashing import file_sha256
 from llmcxr.metrics.clinical import (
     LabelConvention,
     labeler_name,
@@ -121,8 +120,6 @@ def _finding_classifier(
 def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
     """Generate, score and report (see the module docstring); returns what eval.json holds."""
     from llmcxr.generation import LLMCXR
-    from llmcxr.imaging import to_pil
-    from llmcxr.metrics.baselines import mode_token_map
     from llmcxr.metrics.images import FindingClassifierFeatures, network_identity
 
     config.check()
@@ -150,7 +147,7 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
     generated_now: dict[str, int] = {}
 
     with (
-        torch_threads(config.threads) if config.threads > 0 else _nothing(),
+        torch_threads(config.threads) if config.threads > 0 else nullcontext(),
         progress_bars(show_progress) as bars,
     ):
         log = bars.console.print
@@ -171,10 +168,11 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
             task = bars.add_task(description, total=total)
             return lambda n: bars.advance(task, n)
 
+        n_vqa = len(vqa_items(items))
         stages = [
             ("report", "reports", "CXR -> report", len(items), generate_reports),
             ("image", "images", "report -> CXR", len(items), generate_images),
-            ("vqa", "vqa", "VQA", len(vqa_items(items)), generate_answers),
+            ("vqa", "vqa", "VQA", n_vqa, generate_answers),
         ]
         for task, stage, description, total, generate in stages:
             if task in config.tasks:
@@ -185,12 +183,9 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
         start = time.perf_counter()
         mode_image = None
         if "image" in config.tasks:
-            grids = train_token_grids(
+            mode_image = mode_token_image(
                 vq, model_dir / "vq", train, folder, config.batch_size, bar("encode train images", len(train))
             )
-            with torch.inference_mode():
-                mode_image = vq.decode(mode_token_map(grids)[None].to(llm.device)).cpu()[0]
-            atomic.write_bytes(folder.baselines / "mode_token_map.png", png_bytes(to_pil(mode_image)))
         seconds["baselines"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -212,7 +207,7 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
                 "split": config.split,
                 "n_items": len(items),
                 "n_train": len(train),
-                "n_vqa": len(vqa_items(items)),
+                "n_vqa": n_vqa,
             },
             "config": to_dict(config),
             "labeler": labeler_name(labeler),
@@ -254,12 +249,13 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
 
     seconds["total"] = time.perf_counter() - started_all
     result["generated_this_run"] = generated_now
+    generation_seconds = folder.timings()
     result["timings"] = {
         "this_run_s": {k: round(v, 2) for k, v in seconds.items()},
-        "generation_s_all_runs": folder.timings(),
+        "generation_s_all_runs": generation_seconds,
         "items_per_s": {
             stage: round(_count(result, stage) / s, 3)
-            for stage, s in folder.timings().items()
+            for stage, s in generation_seconds.items()
             if s > 0 and _count(result, stage)
         },
         "machine": {
@@ -276,11 +272,6 @@ def run_evaluation(config: EvalRunConfig, show_progress: bool = True) -> dict:
     atomic.write_json(folder.out / "eval.json", result)
     atomic.write_text(folder.out / "eval.md", render_markdown(result))
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _count(result: dict, stage: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,16 +21,6 @@ from llmcxr.evaluation.config import CONFIG_NAME, EvalRunConfig
 
 if TYPE_CHECKING:
     from llmcxr.evaluation.real_data import RealEvalConfig
-
-
-def file_sha256(paths: Sequence[Path]) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (streamed: model weights can be large)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def model_weights(folder: Path) -> list[Path]:
@@ -168,3 +157,14 @@ def cache_dir() -> Path:
     if os.environ.get("LLMCXR_CACHE"):
         return Path(os.environ["LLMCXR_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmcxr"
+
+
+def load_generated_images(paths: Sequence[Path], size: int):
+    """Generated images (at the VQ-GAN's resolution: may be below the size limit for input CXRs)
+    -> (N, 1, size, size) in [-1, 1]."""
+    import torch
+
+    from llmcxr.imaging import load_cxr
+    from llmcxr.imaging.limits import ImageLimits
+
+    return torch.stack([load_cxr(p, size, limits=ImageLimits(min_side=1)) for p in paths])

@@ -13,7 +13,7 @@ import torch
 from llmcxr.evaluation.baselines import most_common_answers
 from llmcxr.evaluation.config import SUPERVISED_BASELINES, TARGETS, EvalRunConfig
 from llmcxr.evaluation.generate import vqa_items
-from llmcxr.evaluation.run_folder import RunFolder, read_jsonl_rows
+from llmcxr.evaluation.run_folder import RunFolder, load_generated_images, read_jsonl_rows
 from llmcxr.findings import CHEXPERT_14
 from llmcxr.metrics.clinical import (
     LabelConvention,
@@ -34,15 +34,6 @@ from llmcxr.metrics.intervals import (
 )
 from llmcxr.records import CXRRecord
 from llmcxr.reports import Labeler
-
-
-def _load_png_set(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """Generated PNGs (this run's own, at the VQ-GAN's resolution: may be below the size limit for
-    input CXRs) -> (N, 1, size, size) in [-1, 1]."""
-    from llmcxr.imaging import load_cxr
-    from llmcxr.imaging.limits import ImageLimits
-
-    return torch.stack([load_cxr(p, size, limits=ImageLimits(min_side=1)) for p in paths])
 
 
 def score_images(
@@ -141,7 +132,7 @@ def score_image_task(
     manifest = Path(config.data) / "manifest.jsonl"
     drawn = [c for c in drawn_findings(manifest) if c in classifier.config.classes]
     systems = {
-        "model": _load_png_set([folder.generated_image(r.image_id) for r in items], size),
+        "model": load_generated_images([folder.generated_image(r.image_id) for r in items], size),
         "mode_token_map": mode_image[None].expand(len(items), -1, -1, -1).contiguous(),
         "vq_round_trip": round_trips,
         "reference_images": reference,

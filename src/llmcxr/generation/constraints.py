@@ -98,11 +98,6 @@ class ImageTokenConstraint(LogitsProcessor):
         self.opening = list(opening)
         self.closing = list(closing) if closing is not None else [special.end]
 
-    @property
-    def length(self) -> int:
-        """Tokens of the whole response, the closing ``### End`` included."""
-        return len(self.opening) + self.image_tokens.block_length + len(self.closing)
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length  # input_ids: (B, prompt_length + step)
         if step < len(self.opening):

@@ -119,11 +119,12 @@ def rexrank_report_scores(
         metrics,
     )
     chexbert = _chexbert(weights)
+    chexbert_sha256 = None if isinstance(chexbert, MetricNotRun) else weights_sha256(weights.chexbert)
     _attempt(
         "semb_score",
         lambda: {
             **chexbert_semb(predictions, references, _loaded(chexbert)),
-            "weights_sha256": weights_sha256(weights.chexbert),
+            "weights_sha256": chexbert_sha256,
         },
         per_report,
         metrics,
@@ -159,7 +160,7 @@ def rexrank_report_scores(
     else:
         result["chexbert_f1"] = {
             **chexbert_f1(predictions, references, chexbert, "chexbert"),
-            "weights_sha256": weights_sha256(weights.chexbert),
+            "weights_sha256": chexbert_sha256,
         }
     if keep_per_report:
         result["per_report"] = {name: values.tolist() for name, values in per_report.items()}

