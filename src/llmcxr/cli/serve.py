@@ -36,15 +36,22 @@ def serve(
     dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Mount the web app at / (the REST API is always on)."),
+    chat_model: Path | None = typer.Option(
+        None,
+        "--chat-model",
+        help="A second model for text instructions (default: with no --model, checkpoints/llmcxr-smol "
+        "where it is shipped for chat and its base is fetched; else --model answers them).",
+    ),
 ) -> None:
     """Serve the model: a web app at / and a REST API under /v1 (docs at /docs)."""
-    from llmcxr.model.folder import model_or_shipped
+    from llmcxr.model.folder import model_or_shipped, shipped_for
     from llmcxr.serve import ServeConfig, require_serve_extra
     from llmcxr.serve import serve as run
 
     require_serve_extra()  # before the model loads
     config = ServeConfig(
         model=model_or_shipped(model),
+        chat_model=chat_model or (shipped_for("chat") if model is None else None),
         max_image_pixels=int(max_image_mpixels * 1_000_000),
         read_timeout_s=read_timeout_s,
         host=host,

@@ -24,7 +24,7 @@ from llmcxr.generation.api import LLMCXR
 from llmcxr.generation.decode import SamplingConfig
 from llmcxr.generation.plain import PlainLM, greedy_answers, load_plain_lm
 from llmcxr.metrics.instructions import accuracy_with_interval, check_answer, mean_token_kl
-from llmcxr.model.vocab import IMAGE_TOKENS_FILE
+from llmcxr.model.vocab import CHAT_LAYOUT, IMAGE_TOKENS_FILE
 from llmcxr.prompt.dolly import PromptParts
 
 MAX_NEW_TOKENS = 48  # the items ask for short answers; a check reads the answer's start
@@ -59,7 +59,7 @@ def load_text_model(folder: Path, layout: str | None = None) -> TextModel:
             folder,
             llmcxr.model,
             llmcxr.tokenizer,
-            "dolly",
+            "chat" if llmcxr.image_tokens.prompt_layout == CHAT_LAYOUT else "dolly",
             llmcxr=llmcxr,
             load_s=time.perf_counter() - started,
         )

@@ -74,7 +74,7 @@ class LLMCXR:
         phrasings = phrasings_for(self.image_tokens.prompt_layout)
         self.report_instruction = self.defaults.report_instruction or phrasings["report_generation"][0]
         self.image_instruction = self.defaults.image_instruction or phrasings["image_generation"][0]
-        self.special = SpecialIds.from_tokenizer(self.tokenizer)
+        self.special = SpecialIds.from_tokenizer(self.tokenizer, self.image_tokens.prompt_layout)
         # what the prompt layout writes around an image block in a response (forced when drawing)
         self.image_opening, self.image_closing = image_response_frame(self.tokenizer, self.image_tokens)
         self.vq = vq

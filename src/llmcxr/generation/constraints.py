@@ -22,7 +22,8 @@ import torch
 from transformers import LogitsProcessor
 
 from llmcxr.errors import BadInputError
-from llmcxr.model.vocab import ImageTokenMap
+from llmcxr.model.vocab import CHAT_LAYOUT, LLMCXR_LAYOUT, ImageTokenMap
+from llmcxr.prompt.chat import chat_frame
 from llmcxr.prompt.dolly import END_KEY, IMAGE_PLACEHOLDER, INSTRUCTION_KEY, RESPONSE_KEY_NL
 
 
@@ -30,19 +31,37 @@ from llmcxr.prompt.dolly import END_KEY, IMAGE_PLACEHOLDER, INSTRUCTION_KEY, RES
 class SpecialIds:
     """The token ids decoding needs, read from the tokenizer (never assumed)."""
 
-    end: int  # ``### End``: the Dolly stop token
+    end: int  # ``### End``: the Dolly stop token (chat layout: the template's turn end)
     eos: int  # end of text (GPT-NeoX ``<|endoftext|>``)
     pad: int  # padding id (left padding of prompts, filler after a row has stopped)
-    instruction: int  # ``### Instruction:``: would open a new turn inside a response
-    response: int  # ``### Response:\n``
+    instruction: int  # ``### Instruction:``: would open a new turn inside a response (chat: a turn opener)
+    response: int  # ``### Response:\n`` (chat: a turn opener)
     placeholder: int | None  # ``<image>`` if the tokenizer has it as one token, else None
     vocab_size: int  # len(tokenizer); embedding rows beyond it (padding to 64) are never real tokens
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> SpecialIds:
+    def from_tokenizer(cls, tokenizer, prompt_layout: str = LLMCXR_LAYOUT) -> SpecialIds:
+        """The Dolly control tokens; in the chat layout (``llmcxr.prompt.chat``) the template's: its
+        turn end as ``end``, the ids that open a turn as ``instruction``/``response``."""
+
         def token_id(token: str) -> int | None:
             found = tokenizer.convert_tokens_to_ids(token)
             return None if found is None or found == tokenizer.unk_token_id else int(found)
+
+        pad = tokenizer.pad_token_id
+        if prompt_layout == CHAT_LAYOUT:
+            frame = chat_frame(tokenizer)
+            eos = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else frame.end)
+            opens = frame.opens_turn or (frame.end,)
+            return cls(
+                end=frame.end,
+                eos=eos,
+                pad=int(pad) if pad is not None else eos,
+                instruction=opens[0],
+                response=opens[-1],
+                placeholder=token_id(IMAGE_PLACEHOLDER),
+                vocab_size=len(tokenizer),
+            )
 
         controls = {key: token_id(key) for key in (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY_NL)}
         missing = [key for key, found in controls.items() if found is None]
@@ -53,7 +72,6 @@ class SpecialIds:
                 "use a model folder written by `llmcxr train`",
             )
         eos = int(tokenizer.eos_token_id)
-        pad = tokenizer.pad_token_id
         return cls(
             end=controls[END_KEY],
             eos=eos,

@@ -7,6 +7,7 @@ from llmcxr.model.grow import grow_layers
 from llmcxr.model.recommended import RECOMMENDED_FILE, GenerationDefaults
 from llmcxr.model.scratch import ScratchConfig, build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import (
+    CHAT_LAYOUT,
     IMAGE_TOKENS_FILE,
     OFFICIAL_LAYOUT,
     PROMPT_LAYOUTS,
@@ -17,6 +18,7 @@ from llmcxr.model.vocab import (
 )
 
 __all__ = [
+    "CHAT_LAYOUT",
     "OFFICIAL_LAYOUT",
     "PROMPT_LAYOUTS",
     "RECOMMENDED_FILE",

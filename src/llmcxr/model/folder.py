@@ -12,6 +12,9 @@ Layout (``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads the 
       vq/vq_config.json, vq/vqgan.safetensors                               a copy of the image tokenizer
       llmcxr_train.json                                                     the training recipe that made it
 
+or, in place of the LM's weights, a LoRA adapter over a base it names: adapter_config.json,
+adapter_model.safetensors and base_model.json (``llmcxr.model.adapter``).
+
 Writes go to a sibling temporary folder renamed into place at the end, so a crash mid-export
 leaves the previous folder intact.
 """
@@ -22,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +37,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmcxr import atomic
 from llmcxr.errors import BadInputError
+from llmcxr.model.adapter import find_base, is_adapter_folder, load_adapter_model
 from llmcxr.model.grid_stem import load_grid_stem, save_grid_stem
 from llmcxr.model.recommended import GenerationDefaults
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
@@ -42,12 +47,36 @@ TRAIN_CONFIG_FILE = "llmcxr_train.json"
 # The model the project ships, found beside the package in a clone (an editable install), never by the
 # working directory: src/llmcxr/model/folder.py -> the repository.
 SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "checkpoints" / "llmcxr-tiny"
+# SmolLM2-135M-Instruct with a LoRA adapter (issue 22): the default for the tasks its record names.
+SHIPPED_SMOL = SHIPPED_MODEL.with_name("llmcxr-smol")
 
 
-def model_or_shipped(folder: str | Path | None) -> Path:
-    """``folder``, or the shipped model (``SHIPPED_MODEL``) when none is given."""
+def shipped_for(task: str) -> Path | None:
+    """``SHIPPED_SMOL`` where its record (SHIPPED.json, from the eval numbers) makes it the default for
+    ``task`` ("report", "image", "vqa", "chat") and its base has been fetched; else None."""
+    record = SHIPPED_SMOL / "SHIPPED.json"
+    if not record.is_file() or task not in json.loads(record.read_text(encoding="utf-8")).get(
+        "default_tasks", []
+    ):
+        return None
+    try:
+        find_base(SHIPPED_SMOL)
+    except BadInputError as err:
+        warnings.warn(
+            f"{SHIPPED_SMOL.name} is the default for {task}, but {err}; using {SHIPPED_MODEL.name}",
+            stacklevel=2,
+        )
+        return None
+    return SHIPPED_SMOL
+
+
+def model_or_shipped(folder: str | Path | None, task: str | None = None) -> Path:
+    """``folder``, or the shipped model for ``task`` (``shipped_for``, else ``SHIPPED_MODEL``) when none
+    is given."""
     if folder is not None:
         return Path(folder)
+    if task is not None and (smol := shipped_for(task)) is not None:
+        return smol
     if not (SHIPPED_MODEL / "config.json").is_file():
         raise BadInputError(
             SHIPPED_MODEL,
@@ -152,7 +181,8 @@ class LLMCXRFolder:
 def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> LLMCXRFolder:
     """Load model, tokenizer and image-token map; BadInputError for a folder that is not an llmcxr model."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
+    adapter = is_adapter_folder(folder)
+    if not adapter and not (folder / "config.json").is_file():
         raise BadInputError(
             folder, "no config.json: not a model folder", "give the folder `llmcxr train` wrote"
         )
@@ -162,7 +192,7 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
             f"no {IMAGE_TOKENS_FILE}: a plain language model without image tokens",
             "train it with `llmcxr train` (it adds the image tokens) before using it for CXRs",
         )
-    if not any(folder.glob("model*.safetensors")) and any(folder.glob("pytorch_model*.bin")):
+    if not adapter and not any(folder.glob("model*.safetensors")) and any(folder.glob("pytorch_model*.bin")):
         raise BadInputError(
             folder,
             "holds pytorch_model.bin (a pickle, which can run code when loaded) but no model.safetensors; "
@@ -177,7 +207,10 @@ def load_llmcxr_folder(folder: Path, device: str = "cpu", dtype: torch.dtype | N
     with _unreadable(folder, "language model (config.json, model.safetensors)"), _quiet_transformers():
         # safetensors only: a pickled pytorch_model.bin enters through an explicit conversion (`llmcxr convert
         # official` reads it with weights_only), never by loading (a pickle can run code).
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        if adapter:  # a LoRA adapter over a fetched base (llmcxr.model.adapter)
+            model = load_adapter_model(folder, tokenizer, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     load_grid_stem(model, image_tokens, folder)
     model = model.to(device).eval()
     if model.get_input_embeddings().weight.shape[0] <= image_tokens.last_block_id:

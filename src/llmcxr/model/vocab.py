@@ -20,7 +20,9 @@ Prompt layouts (``ImageTokenMap.prompt_layout``, recorded in ``image_tokens.json
 - ``official``: the layout of the published LLM-CXR checkpoint (``llmcxr convert official``). Image
   tokens have no names: code c is id ``len(tokenizer) + c`` (50,281 + c for dolly-v2's tokenizer),
   ids the tokenizer can never produce from text; an image stands in the ``<image>`` placeholder with
-  only its ``image`` token replaced, so a block reads ``<`` + codes + ``>``.
+  only its ``image`` token replaced, so a block reads ``<`` + codes + ``>``;
+- ``chat``: image tokens as ``llmcxr``, the text in the base's own chat template instead of the Dolly
+  text (``llmcxr.prompt.chat``): an instruct base keeps more of its language tuned in its own template.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from llmcxr.errors import BadInputError
 IMAGE_TOKENS_FILE = "image_tokens.json"
 LLMCXR_LAYOUT = "llmcxr"
 OFFICIAL_LAYOUT = "official"
-PROMPT_LAYOUTS = (LLMCXR_LAYOUT, OFFICIAL_LAYOUT)
+CHAT_LAYOUT = "chat"
+PROMPT_LAYOUTS = (LLMCXR_LAYOUT, OFFICIAL_LAYOUT, CHAT_LAYOUT)
 # nanoGPT: "padded up to nearest multiple of 64 for efficiency" (tensor-core friendly matmul shapes).
 VOCAB_MULTIPLE = 64
 
@@ -56,7 +59,7 @@ class ImageTokenMap:
     tokens_per_image: int  # VQ codes per image (grid_size**2, 256 in the paper)
     prefix: str = "img"  # token strings are "<{prefix}_{code}>"
     row_marker_first_id: int | None = None  # id of <{prefix}_row_0>; None = no row markers
-    prompt_layout: str = LLMCXR_LAYOUT  # how prompts hold images: "llmcxr" or "official" (module doc)
+    prompt_layout: str = LLMCXR_LAYOUT  # how prompts are laid out: "llmcxr", "official", "chat" (module doc)
 
     def __post_init__(self) -> None:
         if self.prompt_layout not in PROMPT_LAYOUTS:

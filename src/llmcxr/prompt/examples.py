@@ -28,7 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-from llmcxr.model.vocab import ImageTokenMap
+from llmcxr.model.vocab import CHAT_LAYOUT, ImageTokenMap
+from llmcxr.prompt.chat import chat_frame
 from llmcxr.prompt.dolly import (
     END_KEY,
     IMAGE_PLACEHOLDER,
@@ -105,21 +106,32 @@ def encode_parts(
     if image_tokens.is_official:
         return _encode_official(parts, tokenizer, image_ids, image_field, max_length, shorten_field, task)
 
-    head = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n")
-    head += [_control_id(tokenizer, INSTRUCTION_KEY)]
-    head += _text_ids(tokenizer, f"\n{parts.instruction}\n\n")
     given: list[int] = []
-    if parts.input is not None:
-        head += _text_ids(tokenizer, f"{INPUT_KEY}\n")
-        given = _field_ids(tokenizer, parts.input, image_field == "input", image_ids)
-    middle = (_text_ids(tokenizer, "\n\n") if parts.input is not None else []) + [
-        _control_id(tokenizer, RESPONSE_KEY_NL)
-    ]
     answer: list[int] = []
     tail: list[int] = []
-    if parts.response is not None:
-        answer = _field_ids(tokenizer, parts.response, image_field == "response", image_ids)
-        tail = _text_ids(tokenizer, "\n\n") + [_control_id(tokenizer, END_KEY)]
+    if image_tokens.prompt_layout == CHAT_LAYOUT:
+        frame = chat_frame(tokenizer)
+        head = [*frame.before_user, *_text_ids(tokenizer, parts.instruction)]
+        if parts.input is not None:
+            head += _text_ids(tokenizer, "\n\n")
+            given = _field_ids(tokenizer, parts.input, image_field == "input", image_ids)
+        middle = list(frame.between)
+        if parts.response is not None:
+            answer = _field_ids(tokenizer, parts.response, image_field == "response", image_ids)
+            tail = [frame.end]
+    else:
+        head = _text_ids(tokenizer, f"{INTRO_BLURB}\n\n")
+        head += [_control_id(tokenizer, INSTRUCTION_KEY)]
+        head += _text_ids(tokenizer, f"\n{parts.instruction}\n\n")
+        if parts.input is not None:
+            head += _text_ids(tokenizer, f"{INPUT_KEY}\n")
+            given = _field_ids(tokenizer, parts.input, image_field == "input", image_ids)
+        middle = (_text_ids(tokenizer, "\n\n") if parts.input is not None else []) + [
+            _control_id(tokenizer, RESPONSE_KEY_NL)
+        ]
+        if parts.response is not None:
+            answer = _field_ids(tokenizer, parts.response, image_field == "response", image_ids)
+            tail = _text_ids(tokenizer, "\n\n") + [_control_id(tokenizer, END_KEY)]
 
     shortened = False
     if max_length is not None:
@@ -229,6 +241,8 @@ def decode_example(
 ) -> tuple[PromptParts, np.ndarray | None]:
     """Inverse of ``encode_parts`` (without truncation): ids -> (parts with ``<image>``, image codes)."""
     ids = np.asarray(input_ids, dtype=np.int64)
+    if image_tokens.prompt_layout == CHAT_LAYOUT:
+        return _decode_chat(ids, tokenizer, image_tokens)
     is_image = image_tokens.is_block_id(ids)
     codes = None
     if is_image.any():
@@ -247,3 +261,33 @@ def decode_example(
     else:
         text = tokenizer.decode(ids.tolist(), clean_up_tokenization_spaces=False)
     return parse_prompt(text), codes
+
+
+def _decode_chat(
+    ids: np.ndarray, tokenizer, image_tokens: ImageTokenMap
+) -> tuple[PromptParts, np.ndarray | None]:
+    """``decode_example`` in the chat layout, split at the template's ids (user text that spells the
+    template is text, so it cannot be mistaken for it); a blank line parts the instruction from the input."""
+    frame = chat_frame(tokenizer)
+    before, between = list(frame.before_user), list(frame.between)
+    row = ids.tolist()
+    cut = next((k for k in range(len(before), len(row)) if row[k : k + len(between)] == between), None)
+    if row[: len(before)] != before or cut is None:
+        raise ValueError("not a chat-layout example of this tokenizer's template")
+    codes = None
+
+    def text(part: list[int]) -> str:
+        nonlocal codes
+        where = np.flatnonzero(image_tokens.is_block_id(np.asarray(part, dtype=np.int64)))
+        if len(where):
+            codes = image_tokens.block_codes(np.asarray(part[where[0] : where[-1] + 1]))
+            part = part[: where[0]] + [-1] + part[where[-1] + 1 :]
+        pieces = [[]]
+        for i in part:
+            pieces.append([]) if i == -1 else pieces[-1].append(i)
+        return IMAGE_PLACEHOLDER.join(tokenizer.decode(p, clean_up_tokenization_spaces=False) for p in pieces)
+
+    question, answer = row[len(before) : cut], row[cut + len(between) :]
+    instruction, sep, given = text(question).partition("\n\n")
+    response = text(answer[:-1]) if answer and answer[-1] == frame.end else None
+    return PromptParts(instruction, given if sep else None, response), codes

@@ -92,6 +92,7 @@ class ChatRequest(BaseModel):
 class Health(BaseModel):
     status: str
     model: str
+    chat_model: str = Field(description="the model that answers /v1/chat (--chat-model, else model)")
     device: str
     dtype: str
     image_size: int | None = Field(description="side of the generated images in pixels")

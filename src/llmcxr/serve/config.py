@@ -15,6 +15,9 @@ LOOPBACK_NAMES = ("localhost",)
 @dataclass
 class ServeConfig:
     model: Path  # model folder written by `llmcxr train` (with its vq/ subfolder)
+    # A second model for text instructions only (/v1/chat, the chat tab): an instruct base tuned with
+    # llmcxr (checkpoints/llmcxr-smol) keeps its language; None: ``model`` answers them too.
+    chat_model: Path | None = None
     host: str = "127.0.0.1"  # loopback only; another address is a deliberate choice (warned about)
     port: int = 7860
     max_queue: int = 64  # requests waiting for the model; one more gets 503

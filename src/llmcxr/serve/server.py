@@ -29,7 +29,8 @@ def require_serve_extra() -> None:
         )
 
 
-def load_model(config: ServeConfig) -> Any:  # -> llmcxr.generation.LLMCXR
+def load_model(config: ServeConfig, folder: Path | None = None) -> Any:  # -> llmcxr.generation.LLMCXR
+    """``folder`` (default ``config.model``) with the config's device, dtype and threads."""
     import torch
 
     from llmcxr.generation import LLMCXR, default_cpu_threads
@@ -39,13 +40,12 @@ def load_model(config: ServeConfig) -> Any:  # -> llmcxr.generation.LLMCXR
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.dtype]
-    model = LLMCXR.from_pretrained(config.model, device=config.device, dtype=dtype)
+    folder = folder or config.model
+    model = LLMCXR.from_pretrained(folder, device=config.device, dtype=dtype)
     if config.threads <= 0 and (threads := default_cpu_threads(model.model)):
         torch.set_num_threads(threads)
     if model.vq is None:
-        raise BadInputError(
-            config.model, "has no vq/ subfolder (VQ-GAN)", "serve a model exported with its VQ-GAN"
-        )
+        raise BadInputError(folder, "has no vq/ subfolder (VQ-GAN)", "serve a model exported with its VQ-GAN")
     return model
 
 
@@ -75,14 +75,22 @@ def build_app(config: ServeConfig, model: Any = None):
     model = model if model is not None else load_model(config)
     scratch = tempfile.TemporaryDirectory(prefix="llmcxr-serve-")  # removed at shutdown (or exit)
     examples_dir = Path(scratch.name) / "examples"
+    chat = ModelWorker(load_model(config, config.chat_model), config.max_queue) if config.chat_model else None
     service = Service(
-        config, ModelWorker(model, config.max_queue), render_examples(examples_dir), model_name(config.model)
+        config,
+        ModelWorker(model, config.max_queue),
+        render_examples(examples_dir),
+        model_name(config.model),
+        chat_worker=chat,
+        chat_model_name=model_name(config.chat_model) if config.chat_model else None,
     )
 
     @asynccontextmanager
     async def lifespan(app):
         yield
         service.worker.close()
+        if service.chat_worker is not None:
+            service.chat_worker.close()
         scratch.cleanup()
         for folder in app.state.remove_at_shutdown:
             shutil.rmtree(folder, ignore_errors=True)

@@ -42,6 +42,8 @@ class Service:
     worker: ModelWorker
     examples: list[Example]
     model_name: str
+    chat_worker: ModelWorker | None = None  # ServeConfig.chat_model's worker; None: ``worker`` chats
+    chat_model_name: str | None = None
 
     @property
     def model(self) -> Any:  # llmcxr.generation.LLMCXR
@@ -52,6 +54,7 @@ class Service:
         return {
             "status": "ok",
             "model": self.model_name,
+            "chat_model": self.chat_model_name or self.model_name,
             "device": str(self.model.device),
             "dtype": str(self.model.model.dtype).removeprefix("torch."),
             "image_size": vq.cfg.resolution if vq is not None else None,
@@ -142,7 +145,8 @@ class Service:
         instruction = self.check_text("instruction", instruction)
         context = self.check_text("input", context, required=False) or None
         sampling = self.sampling(seed, greedy)
-        return self.worker.submit(lambda model: model.chat(instruction, context, sampling=sampling))
+        worker = self.chat_worker or self.worker
+        return worker.submit(lambda model: model.chat(instruction, context, sampling=sampling))
 
     def image(
         self,

@@ -223,6 +223,7 @@ def build_ui(service: Service) -> gr.Blocks:
                 )
 
             with gr.Tab("Text instruction", id="chat"):
+                gr.Markdown(f"Answered by **{service.health()['chat_model']}**.")
                 with gr.Row():
                     with gr.Column():
                         instruction = gr.Textbox(label="Instruction", lines=3)

@@ -113,9 +113,10 @@ class TrainRecipe:
     # One marker token opening each row of an image's token grid (``llmcxr.model.vocab``): tells the
     # model where in the grid each code sits. A base model that has them keeps them.
     image_row_markers: bool = False
-    # How prompts hold images (``llmcxr.model.vocab``): "llmcxr" (ours) or "official" (the published
-    # LLM-CXR's layout and instruction lists, to go on training a model converted from it). A base
-    # folder that records a layout keeps it.
+    # How prompts are laid out (``llmcxr.model.vocab``): "llmcxr" (ours, the Dolly text), "official"
+    # (the published LLM-CXR's layout and instruction lists, to go on training a model converted from
+    # it) or "chat" (the base's own chat template around our image tokens). A base folder that records
+    # the official layout keeps it.
     prompt_layout: str = "llmcxr"
     lora: LoraSpec = field(default_factory=LoraSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
@@ -185,9 +186,9 @@ class TrainRecipe:
         for name in ("unconditional_fraction", "unconditional_report_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise BadInputError("recipe", f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.prompt_layout not in ("llmcxr", "official"):  # llmcxr.model.vocab.PROMPT_LAYOUTS
+        if self.prompt_layout not in ("llmcxr", "official", "chat"):  # llmcxr.model.vocab.PROMPT_LAYOUTS
             raise BadInputError(
-                "recipe", f"prompt_layout must be llmcxr or official, got {self.prompt_layout!r}"
+                "recipe", f"prompt_layout must be llmcxr, official or chat, got {self.prompt_layout!r}"
             )
         if self.prompt_layout == "official" and self.image_row_markers:
             raise BadInputError("recipe", "the official prompt layout has no image row markers")

@@ -12,13 +12,16 @@ from transformers import AutoTokenizer
 
 from llmcxr.config import load_config, to_dict
 from llmcxr.errors import BadInputError
+from llmcxr.model.adapter import save_adapter_files
 from llmcxr.model.folder import replace_folder, save_llmcxr_folder, staged_folder, write_llmcxr_files
+from llmcxr.model.grid_stem import grid_stem_of
 from llmcxr.model.vocab import IMAGE_TOKENS_FILE, ImageTokenMap
 from llmcxr.training.config import TrainRecipe
 from llmcxr.training.distributed import full_tensors
 from llmcxr.training.loop import TIME_BUDGET_FILE, CXRTrainer
 
 EXPORT_DIR = "model"  # output_dir/model: the self-describing folder
+ADAPTER_DIR = "adapter"  # output_dir/adapter: a LoRA run's adapter over its base (llmcxr.model.adapter)
 
 
 def weights_sha256(model) -> str:
@@ -48,6 +51,8 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
     dtype = export_dtype(recipe)
     if recipe.lora.enabled:
         if state.is_main_process:  # LoRA runs are not sharded (training.distributed): merge here
+            if recipe.model.base is not None and grid_stem_of(model) is None:
+                export_adapter(model, recipe, tokenizer, image_tokens, train_config)
             merged = model.merge_and_unload().to(dtype)
             save_llmcxr_folder(merged, tokenizer, image_tokens, out, recipe.vq_folder, train_config)
     else:
@@ -69,6 +74,19 @@ def export_model(trainer: CXRTrainer, recipe: TrainRecipe, tokenizer, image_toke
             write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
             replace_folder(stage, out)
     state.wait_for_everyone()
+    return out
+
+
+def export_adapter(
+    peft_model, recipe: TrainRecipe, tokenizer, image_tokens: ImageTokenMap, train_config
+) -> Path:
+    """Write output_dir/adapter: the LoRA adapter and new token rows over the named base, with every
+    llmcxr file but the base's weights (``llmcxr.model.adapter``; a few MB where the merge is 0.5 GB)."""
+    out = Path(recipe.output_dir) / ADAPTER_DIR
+    with staged_folder(out) as stage:
+        save_adapter_files(peft_model, stage, Path(recipe.model.base), recipe.seed)
+        tokenizer.save_pretrained(stage)
+        write_llmcxr_files(stage, image_tokens, recipe.vq_folder, train_config)
     return out
 
 

@@ -4,6 +4,7 @@ vocabulary (and a grid stem where the recipe asks), and LoRA on top where the re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from llmcxr.model.grid_stem import (
 from llmcxr.model.grow import grow_layers
 from llmcxr.model.scratch import build_scratch_model, train_bpe_tokenizer
 from llmcxr.model.vocab import (
+    CHAT_LAYOUT,
     IMAGE_TOKENS_FILE,
     OFFICIAL_LAYOUT,
     ImageTokenMap,
@@ -28,6 +30,7 @@ from llmcxr.model.vocab import (
     official_image_tokens,
     resize_for_tokenizer,
 )
+from llmcxr.prompt.chat import has_chat_template
 from llmcxr.prompt.dolly import CONTROL_TOKENS
 from llmcxr.training.config import TrainRecipe
 
@@ -45,9 +48,16 @@ def _image_tokens(recipe: TrainRecipe, tokenizer, codebook_size: int, tokens_per
             return saved
     if recipe.prompt_layout == OFFICIAL_LAYOUT:
         return official_image_tokens(tokenizer, codebook_size, tokens_per_image)
-    return add_cxr_tokens(
+    if recipe.prompt_layout == CHAT_LAYOUT and not has_chat_template(tokenizer):
+        raise BadInputError(
+            recipe.model.base or "recipe",
+            "prompt_layout chat needs a base whose tokenizer has a chat template",
+            "use prompt_layout llmcxr",
+        )
+    added = add_cxr_tokens(
         tokenizer, codebook_size, tokens_per_image, CONTROL_TOKENS, row_markers=recipe.image_row_markers
     )
+    return replace(added, prompt_layout=recipe.prompt_layout)
 
 
 def load_dtype(recipe: TrainRecipe) -> torch.dtype:

