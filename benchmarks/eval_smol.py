@@ -18,7 +18,8 @@ import platform
 import time
 from pathlib import Path
 
-from _repo import REPO, llmcxr, shown
+from _eval_world import prepare_eval_world
+from _repo import REPO, shown
 
 RESULT = REPO / "benchmarks" / "results" / "eval_smol.json"
 SETTINGS = dict(
@@ -61,20 +62,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100, help="first N test items (CPU time)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--result", type=Path, default=RESULT)
+    parser.add_argument(
+        "--only", choices=("llmcxr-smol", "llmcxr-tiny"), help="run one model's eval (resumable) and stop"
+    )
     args = parser.parse_args()
 
-    if not (args.world / "world.json").is_file():
-        llmcxr("data", "synth", "--n", "3000", "--size", "64", "--seed", "0", "--reports", "templates",
-               "--out", str(args.world), "--workers", "2")  # fmt: skip
-    if not (args.classifier / "classifier.safetensors").is_file():
-        llmcxr("eval", "train-classifier", "--world", str(args.world), "--out", str(args.classifier),
-               "--steps", "1000", "--seed", "1")  # fmt: skip
+    prepare_eval_world(args.world, args.classifier)
 
     from llmcxr import atomic
     from llmcxr.evaluation.run import EvalRunConfig, run_evaluation
 
     rows, baselines = {}, None
     for name, model in (("llmcxr-smol", args.smol), ("llmcxr-tiny", args.tiny)):
+        if args.only not in (None, name):
+            continue
         started = time.perf_counter()
         config = EvalRunConfig(
             model=model,
@@ -109,6 +110,8 @@ def main() -> None:
         }
         print(name, json.dumps(rows[name], indent=1), flush=True)
 
+    if args.only:
+        return
     record = {
         "command": f"python benchmarks/eval_smol.py --limit {args.limit}",
         "what": f"first {args.limit} test items of {shown(args.world)}, both models, settings {SETTINGS}",

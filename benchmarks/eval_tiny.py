@@ -18,7 +18,8 @@ import platform
 import time
 from pathlib import Path
 
-from _repo import REPO, llmcxr, shown
+from _eval_world import prepare_eval_world
+from _repo import REPO, shown
 
 RESULT = REPO / "benchmarks" / "results" / "eval_tiny.json"
 # Settings tried on the first VALIDATION_ITEMS items of the *validation* split; the test run uses the
@@ -58,12 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    if not (args.world / "world.json").is_file():
-        llmcxr("data", "synth", "--n", "3000", "--size", "64", "--seed", "0", "--reports", "templates",
-               "--out", str(args.world), "--workers", "2")  # fmt: skip
-    if not (args.classifier / "classifier.safetensors").is_file():
-        llmcxr("eval", "train-classifier", "--world", str(args.world), "--out", str(args.classifier),
-               "--steps", "1000", "--seed", "1")  # fmt: skip
+    prepare_eval_world(args.world, args.classifier)
     prepared = time.perf_counter() - started
 
     from llmcxr import atomic

@@ -1,8 +1,9 @@
 """Language retention (issue 22): does a CXR-tuned LM keep its base's language?
 
     llmcxr base fetch smollm2-135m-instruct --out runs/bases/smollm2-135m-instruct   # once
-    python benchmarks/language_retention.py \\
-        --tuned text-0.2=runs/smol-text02/model --tuned text-0=runs/smol-text0/model
+    python benchmarks/language_retention.py                      # base (2 layouts) and the floor
+    python benchmarks/language_retention.py --add \\
+        --tuned text-0.2=runs/smol/chat-text0.2/model --tuned text-0=runs/smol/chat-text0/model
         # -> benchmarks/results/language_retention.json
 
 Rows: the base (SmolLM2-135M-Instruct, in its chat template, and asked in the Dolly text), each tuned model (with its mean
@@ -81,6 +82,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=lambda p: REPO / p, default=RESULT)
+    parser.add_argument(
+        "--add", action="store_true", help="score only the --tuned models and add them to the rows in --out"
+    )
     parser.add_argument("--rescore", action="store_true", help="re-check the answers stored in --out only")
     args = parser.parse_args()
     if args.rescore:
@@ -93,10 +97,19 @@ def main() -> None:
     started = time.perf_counter()
     base = load_text_model(args.base)
     print(f"base {shown(args.base)} ({base.layout} layout), {len(items)} items", flush=True)
-    base_result, base_ids = score_model(base, items, batch_size=args.batch_size)
-    rows = [_row("base", base_result, keep_answers=True)]
-    print(f"  base accuracy {base_result.accuracy['accuracy']:.3f}", flush=True)
-    if args.base_dolly and base.layout != "dolly":
+    if args.add:
+        # tuned rows only, beside the rows of an earlier run: its base answers (ids) give the KL
+        record = json.loads(args.out.read_text(encoding="utf-8"))
+        if record["n_items"] != len(items) or record["base"] != shown(args.base):
+            raise SystemExit(f"{shown(args.out)} scored another item set or base: run without --add")
+        names = {spec.partition("=")[0] for spec in args.tuned}
+        rows = [row for row in record["rows"] if row["name"] not in names]
+        base_ids = record["base_answer_ids"]
+    else:
+        base_result, base_ids = score_model(base, items, batch_size=args.batch_size)
+        rows = [_row("base", base_result, keep_answers=True)]
+        print(f"  base accuracy {base_result.accuracy['accuracy']:.3f}", flush=True)
+    if args.base_dolly and base.layout != "dolly" and not args.add:
         # the same base asked in the Dolly text: how much of its skill is tied to its own template
         dolly = load_text_model(args.base, "dolly")
         result, _ = score_model(dolly, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
@@ -108,7 +121,7 @@ def main() -> None:
         result, _ = score_model(tuned, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
         rows.append(_row(name, result, keep_answers=True))
         print(f"  {name} accuracy {result.accuracy['accuracy']:.3f} KL {result.kl_to_base}", flush=True)
-    if args.floor != REPO:
+    if args.floor != REPO and not args.add:
         floor = load_text_model(args.floor)
         result, _ = score_model(floor, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
         rows.append(_row("floor: shipped llmcxr-tiny (no pretrained language)", result, keep_answers=True))
@@ -122,6 +135,7 @@ def main() -> None:
         "greedy": True,
         "base": shown(args.base),
         "rows": rows,
+        "base_answer_ids": base_ids,  # the KL's teacher-forced answers, for later --add runs
         "target": "text-share-0.2 model within 0.05 of the base's accuracy, clearly above the 0-share model",
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": args.threads},

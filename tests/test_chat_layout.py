@@ -69,13 +69,18 @@ def test_a_base_without_a_chat_template_is_refused_for_the_chat_layout(tmp_path)
         chat_frame(tokenizer)
 
 
-def test_a_chat_lora_run_ships_an_adapter_that_loads_as_its_merged_export(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory) -> tuple[Path, Path]:
+    return tiny_chat_adapter(tmp_path_factory.mktemp("chat-run"))
+
+
+def test_a_chat_lora_run_ships_an_adapter_that_loads_as_its_merged_export(chat_run, tmp_path, monkeypatch):
     from llmcxr.generation import LLMCXR
     from llmcxr.generation.decode import SamplingConfig
     from llmcxr.model import load_llmcxr_folder
 
-    adapter, bases = tiny_chat_adapter(tmp_path)
-    tiny_base, merged_folder = bases / "tiny-chat-base", tmp_path / "run" / "model"
+    adapter, bases = chat_run
+    tiny_base, merged_folder = bases / "tiny-chat-base", adapter.parent / "model"
     assert is_adapter_folder(adapter) and not (adapter / "model.safetensors").exists()
     assert json.loads((adapter / "image_tokens.json").read_text())["prompt_layout"] == "chat"
     assert (adapter / "adapter_model.safetensors").stat().st_size < (
@@ -111,3 +116,22 @@ def test_a_chat_lora_run_ships_an_adapter_that_loads_as_its_merged_export(tmp_pa
     with pytest.raises(BadInputError, match="is not the base"):
         load_llmcxr_folder(adapter)
     assert json.loads((adapter / BASE_LINK_FILE).read_text())["name"] == "tiny-chat-base"
+
+
+def test_the_shipped_adapter_model_is_the_default_for_the_tasks_its_record_names(chat_run, monkeypatch):
+    import llmcxr.model.folder as folder_module
+
+    adapter, bases = chat_run
+    monkeypatch.setattr(folder_module, "SHIPPED_SMOL", adapter)
+    monkeypatch.setenv(BASES_ENV, str(bases))
+    assert folder_module.model_or_shipped(None, "chat") == folder_module.SHIPPED_MODEL  # no record yet
+    (adapter / "SHIPPED.json").write_text(json.dumps({"default_tasks": ["chat"], "default_why": "test"}))
+    try:
+        assert folder_module.model_or_shipped(None, "chat") == adapter
+        assert folder_module.model_or_shipped(None, "report") == folder_module.SHIPPED_MODEL
+        assert folder_module.model_or_shipped("given", "chat") == Path("given")
+        monkeypatch.setenv(BASES_ENV, str(bases.parent / "no-bases"))  # the base not fetched: said, not fatal
+        with pytest.warns(UserWarning, match="llmcxr base fetch tiny-chat-base"):
+            assert folder_module.model_or_shipped(None, "chat") == folder_module.SHIPPED_MODEL
+    finally:
+        (adapter / "SHIPPED.json").unlink()
