@@ -92,7 +92,8 @@ def main() -> None:
             "model": shown(model),
             **headline(result),
             "training_minutes": training_minutes(model),
-            "eval_wall_s": round(time.perf_counter() - started, 1),
+            "eval_wall_s_this_call": round(time.perf_counter() - started, 1),  # less where it resumed
+            "generation_s": result["timings"]["generation_s_all_runs"],  # every call's, resumed ones too
             "generation_items_per_s": result["timings"]["items_per_s"],
             "eval_folder": shown(args.out / name),
         }

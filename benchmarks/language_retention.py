@@ -21,12 +21,14 @@ import json
 import platform
 import time
 
+import numpy as np
 import torch
 from _repo import REPO, shown
 
 from llmcxr import atomic
 from llmcxr.evaluation.language_retention import load_text_model, score_answers, score_model
 from llmcxr.metrics.instructions import load_instruction_items
+from llmcxr.metrics.intervals import item_resamples, paired_difference
 
 ITEMS = REPO / "benchmarks" / "data" / "language_retention.jsonl"
 RESULT = REPO / "benchmarks" / "results" / "language_retention.json"
@@ -41,6 +43,27 @@ def _row(name: str, result, keep_answers: bool) -> dict:
     if not keep_answers:
         row.pop("answers")
     return row
+
+
+def paired_against_base(rows: list[dict]) -> dict[str, dict]:
+    """Each row's accuracy minus the base's on the same resampled items (95% paired bootstrap), and the
+    chat text-0.2 arm minus every other tuned arm: the differences the target is about."""
+    correct = {
+        r["name"]: np.array([a["correct"] for a in r["answers"]], float) for r in rows if "answers" in r
+    }
+    resamples = item_resamples(len(correct["base"]))
+
+    def pair(first: str, second: str) -> dict:
+        a, b = correct[first], correct[second]
+        interval = paired_difference(lambda r: float(a[r].mean()), lambda r: float(b[r].mean()), resamples)
+        return {"difference": float(a.mean() - b.mean()), "interval": interval}
+
+    pairs = {f"{name} - base": pair(name, "base") for name in correct if name != "base"}
+    if "text-0.2" in correct:
+        for name in correct:
+            if name not in ("base", "text-0.2") and not name.startswith(("base", "floor")):
+                pairs[f"text-0.2 - {name}"] = pair("text-0.2", name)
+    return pairs
 
 
 def rescore(path, items) -> None:
@@ -59,6 +82,7 @@ def rescore(path, items) -> None:
             answer["correct"] = bool(ok)
         row["rescored"] = True
         print(f"  {row['name']}: accuracy {row['accuracy']['accuracy']:.3f}")
+    record["paired"] = paired_against_base(record["rows"])
     atomic.write_json(path, record)
 
 
@@ -85,7 +109,11 @@ def main() -> None:
     parser.add_argument(
         "--add", action="store_true", help="score only the --tuned models and add them to the rows in --out"
     )
-    parser.add_argument("--rescore", action="store_true", help="re-check the answers stored in --out only")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-check the answers stored in --out (and their differences) only",
+    )
     args = parser.parse_args()
     if args.rescore:
         return rescore(args.out, load_instruction_items(args.items))
@@ -135,6 +163,7 @@ def main() -> None:
         "greedy": True,
         "base": shown(args.base),
         "rows": rows,
+        "paired": paired_against_base(rows),
         "base_answer_ids": base_ids,  # the KL's teacher-forced answers, for later --add runs
         "target": "text-share-0.2 model within 0.05 of the base's accuracy, clearly above the 0-share model",
         "seconds": round(time.perf_counter() - started, 1),

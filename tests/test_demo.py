@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmcxr.demo import SHIPPED_MODEL, run_demo
+from llmcxr.demo import SHIPPED_MODEL, SMOL_MODEL, run_demo
 from llmcxr.errors import BadInputError
 
 
@@ -120,3 +120,17 @@ def test_demo_hands_the_tasks_llmcxr_smol_was_shipped_for_to_it(tmp_path: Path, 
     summary = json.loads((tmp_path / "offline" / "demo.json").read_text())
     assert set(summary["models"].values()) == {"llmcxr-tiny"}
     assert "could not be fetched" in summary["smol"]["skipped"] and "could not be fetched" in page.read_text()
+
+
+@pytest.mark.skipif(
+    not (SMOL_MODEL / "SHIPPED.json").is_file(), reason="checkpoints/llmcxr-smol not in this tree"
+)
+def test_shipped_adapter_is_the_one_its_record_names() -> None:
+    import hashlib
+
+    about = json.loads((SMOL_MODEL / "SHIPPED.json").read_text())
+    for key, name in (("adapter_sha256", "adapter_model.safetensors"), ("vq_sha256", "vq/vqgan.safetensors")):
+        assert hashlib.sha256((SMOL_MODEL / name).read_bytes()).hexdigest() == about[key], name
+    assert json.loads((SMOL_MODEL / "base_model.json").read_text()) == about["base"]
+    assert (Path(__file__).parents[1] / about["recipe"]).is_file()
+    assert set(about["default_tasks"]) <= {"report", "image", "vqa", "chat"}

@@ -124,7 +124,7 @@ def ship_adapter(args) -> None:
     tasks, why = default_tasks(args.retention_row)
     link = json.loads((args.out / BASE_LINK_FILE).read_text())
     about = {
-        "parameters_trained": json.loads((args.run / "train_log.json").read_text()).get("num_parameters"),
+        "parameters": json.loads((args.run / "train_log.json").read_text()).get("num_parameters"),  # merged
         "base": link,
         "train_steps": summary["step"],
         "train_minutes": round(summary["train_runtime"] / 60, 1),

@@ -1,4 +1,5 @@
-"""The Dolly instruction format with image-token blocks: text and ids, both ways."""
+"""The Dolly instruction format (or the base's own chat template) with image-token blocks: text and ids,
+both ways."""
 
 from llmcxr.prompt.dolly import (
     CONTROL_TOKENS,

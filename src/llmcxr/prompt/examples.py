@@ -11,6 +11,10 @@ block written as its ``<img_k>`` tokens in place of ``<image>``.
 Labels are -100 up to and including ``### Response:\\n`` (as dolly's DataCollatorForCompletionOnlyLM)
 and equal the ids after it: the response, the blank line and ``### End``, so the model learns to stop.
 
+The chat layout (``prompt_layout == "chat"``, ``llmcxr.prompt.chat``) puts the same pieces in the base's
+own template: its ids before the instruction, the input after a blank line, its ids between the turns,
+the response and the template's end-of-turn token (scored: the model learns to stop).
+
 The official layout (``ImageTokenMap.prompt_layout == "official"``, the published LLM-CXR model)
 tokenizes as its code did: the whole prompt string at once. A tokenizer splits a string at its added
 special tokens before anything else, so that is the same as tokenizing each stretch of text between two
