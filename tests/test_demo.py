@@ -69,12 +69,18 @@ def test_demo_with_the_shipped_model_uses_new_images(tmp_path: Path) -> None:
 )
 def test_shipped_checkpoint_is_the_one_its_record_names() -> None:
     """SHIPPED.json names the weights by hash: a replaced model or tokenizer file without a new record fails."""
+    _check_record(SHIPPED_MODEL, "model_sha256", "model.safetensors")
+
+
+def _check_record(folder: Path, weights_key: str, weights: str) -> dict:
+    """``folder``'s SHIPPED.json: its weights and VQ-GAN hashes match the files, its recipe exists."""
     import hashlib
 
-    about = json.loads((SHIPPED_MODEL / "SHIPPED.json").read_text())
-    for key, name in (("model_sha256", "model.safetensors"), ("vq_sha256", "vq/vqgan.safetensors")):
-        assert hashlib.sha256((SHIPPED_MODEL / name).read_bytes()).hexdigest() == about[key], name
+    about = json.loads((folder / "SHIPPED.json").read_text())
+    for key, name in ((weights_key, weights), ("vq_sha256", "vq/vqgan.safetensors")):
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == about[key], name
     assert (Path(__file__).parents[1] / about["recipe"]).is_file()
+    return about
 
 
 @pytest.mark.skipif(
@@ -126,11 +132,6 @@ def test_demo_hands_the_tasks_llmcxr_smol_was_shipped_for_to_it(tmp_path: Path, 
     not (SMOL_MODEL / "SHIPPED.json").is_file(), reason="checkpoints/llmcxr-smol not in this tree"
 )
 def test_shipped_adapter_is_the_one_its_record_names() -> None:
-    import hashlib
-
-    about = json.loads((SMOL_MODEL / "SHIPPED.json").read_text())
-    for key, name in (("adapter_sha256", "adapter_model.safetensors"), ("vq_sha256", "vq/vqgan.safetensors")):
-        assert hashlib.sha256((SMOL_MODEL / name).read_bytes()).hexdigest() == about[key], name
+    about = _check_record(SMOL_MODEL, "adapter_sha256", "adapter_model.safetensors")
     assert json.loads((SMOL_MODEL / "base_model.json").read_text()) == about["base"]
-    assert (Path(__file__).parents[1] / about["recipe"]).is_file()
     assert set(about["default_tasks"]) <= {"report", "image", "vqa", "chat"}
