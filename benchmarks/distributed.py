@@ -26,7 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # the tiny run the tests check: tests/_tiny_lm.py
 
-from _tiny_lm import plain_base, tiny_run_recipe, write_world  # noqa: E402
+from _tiny_lm import (  # noqa: E402
+    plain_base,
+    rank_hashes,
+    run_losses,
+    tiny_run_recipe,
+    torchrun_command,
+    write_world,
+)
 
 ZERO3 = ROOT / "recipes" / "distributed" / "zero3.json"
 FSDP = ROOT / "recipes" / "distributed" / "fsdp.json"
@@ -38,40 +45,19 @@ def recipe(work: Path, name: str, per_device: int, **fields):
 
 
 def torchrun(config, *options: str, env: dict | None = None) -> float:
-    from llmcxr.config import save_config
-
-    path = Path(config.output_dir).with_suffix(".yaml")
-    save_config(config, path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a free port: other runs on this machine may hold the default one
-        "--nproc-per-node",
-        "2",
-        str(ROOT / "tests" / "_train_ranks.py"),  # the rank the tests run
-        str(path),
-    ]
     start = time.perf_counter()
-    with open(path.with_suffix(".log"), "a") as log:
+    log_path = Path(config.output_dir).with_suffix(".log")
+    with open(log_path, "a") as log:
         done = subprocess.run(
-            [*cmd, *options],
+            torchrun_command(config, *options),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
         )
     if done.returncode != 0:
-        raise RuntimeError(f"exit {done.returncode}: see {path.with_suffix('.log')}")
+        raise RuntimeError(f"exit {done.returncode}: see {log_path}")
     return time.perf_counter() - start
-
-
-def losses(run: Path) -> list[float]:
-    return [e["loss"] for e in json.loads((run / "train_log.json").read_text())["log_history"] if "loss" in e]
-
-
-def hashes(run: Path) -> list[str]:
-    return [(run / f"weights_sha256.rank{r}.txt").read_text().strip() for r in range(2)]
 
 
 def weights(folder: Path) -> dict:
@@ -89,9 +75,9 @@ def measure(work: Path, mode: str, fields: dict, resume: bool) -> dict:
     train_recipe(reference, print_logs=False)
     two = recipe(work, f"{mode}-two", 2, **fields)
     wall = torchrun(two)
-    got, want = losses(two.output_dir), losses(reference.output_dir)
+    got, want = run_losses(two.output_dir), run_losses(reference.output_dir)
     a, b = weights(two.output_dir / "model"), weights(reference.output_dir / "model")
-    ranks = hashes(two.output_dir)
+    ranks = rank_hashes(two.output_dir)
     result = {
         "runs": True,
         "wall_s": round(wall, 1),
@@ -106,7 +92,7 @@ def measure(work: Path, mode: str, fields: dict, resume: bool) -> dict:
         killed = recipe(work, f"{mode}-killed", 2, **fields)
         torchrun(killed, "--stop-after", "2")
         torchrun(killed, "--resume")
-        result["resume_exact"] = hashes(killed.output_dir) == ranks
+        result["resume_exact"] = rank_hashes(killed.output_dir) == ranks
     return result
 
 

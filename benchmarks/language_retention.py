@@ -148,7 +148,8 @@ def main() -> None:
         tuned = load_text_model(REPO / folder)
         result, _ = score_model(tuned, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)
         rows.append(_row(name, result, keep_answers=True))
-        print(f"  {name} accuracy {result.accuracy['accuracy']:.3f} KL {result.kl_to_base}", flush=True)
+        kl = (result.kl_to_base or {}).get("mean_kl_nats")
+        print(f"  {name} accuracy {result.accuracy['accuracy']:.3f} KL {kl}", flush=True)
     if args.floor != REPO and not args.add:
         floor = load_text_model(args.floor)
         result, _ = score_model(floor, items, base=base, base_answer_ids=base_ids, batch_size=args.batch_size)

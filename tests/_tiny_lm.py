@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from _tiny_vq import LM_VQ
 from llmcxr.model import (
@@ -146,3 +148,48 @@ def tiny_run_recipe(output_dir: Path, world: Path, per_device: int, steps: int, 
         eval_samples_per_task=4,
     )
     return replace(recipe, **fields)
+
+
+class StopAfterCheckpoint(TrainerCallback):
+    """Stops training right after the checkpoint of step ``step``, as a kill there would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+RANKS = Path(__file__).with_name("_train_ranks.py")
+
+
+def torchrun_command(recipe, *options: str) -> list[str]:
+    """Save ``recipe`` as OUTPUT_DIR.yaml and return the command that trains it on 2 ranks of
+    tests/_train_ranks.py (tests/test_distributed.py, benchmarks/distributed.py)."""
+    from llmcxr.config import save_config
+
+    path = Path(recipe.output_dir).with_suffix(".yaml")
+    save_config(recipe, path)
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a free port: other runs on this machine may hold the default one
+        "--nproc-per-node",
+        "2",
+        str(RANKS),
+        str(path),
+        *options,
+    ]
+
+
+def run_losses(run: Path) -> list[float]:
+    """The logged training losses of a run folder, in order."""
+    return [e["loss"] for e in json.loads((run / "train_log.json").read_text())["log_history"] if "loss" in e]
+
+
+def rank_hashes(run: Path) -> list[str]:
+    """Each of the 2 ranks' hash of the weights it exported, rank order."""
+    return [(run / f"weights_sha256.rank{r}.txt").read_text().strip() for r in range(2)]

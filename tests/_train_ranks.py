@@ -14,19 +14,8 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 torch.set_num_threads(1)
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
 
 
 def main() -> None:
@@ -44,11 +33,12 @@ def main() -> None:
             deepspeed.comm.torch.build_shm_op = lambda: None
     except ImportError:
         pass
+    from _tiny_lm import StopAfterCheckpoint  # this script's folder is on sys.path
     from llmcxr.config import load_config
     from llmcxr.training import TrainRecipe, train_recipe
 
     recipe = load_config(TrainRecipe, args.recipe)
-    callbacks = [StopAfter(args.stop_after)] if args.stop_after else []
+    callbacks = [StopAfterCheckpoint(args.stop_after)] if args.stop_after else []
     train_recipe(recipe, resume=args.resume, callbacks=callbacks, print_logs=False)
 
 

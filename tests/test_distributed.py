@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tiny_lm import plain_base, tiny_run_recipe, write_world
-from llmcxr.config import save_config
+from _tiny_lm import plain_base, rank_hashes, run_losses, tiny_run_recipe, torchrun_command, write_world
 from llmcxr.errors import BadInputError
 from llmcxr.training import LoraSpec, ModelSpec, TrainRecipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RANKS = Path(__file__).with_name("_train_ranks.py")
 ZERO3 = ROOT / "recipes" / "distributed" / "zero3.json"
 FSDP = ROOT / "recipes" / "distributed" / "fsdp.json"
 STEPS = 3  # 15 packed rows: three full global batches of 4
@@ -32,40 +30,19 @@ def _recipe(root: Path, per_device: int, **fields) -> TrainRecipe:
 
 
 def _torchrun(recipe: TrainRecipe, *options: str) -> None:
-    config = Path(recipe.output_dir).with_suffix(".yaml")
-    save_config(recipe, config)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path]),
     }
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",  # a free port: other runs on this machine may hold the default one
-            "--nproc-per-node",
-            "2",
-            str(RANKS),
-            str(config),
-            *options,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        torchrun_command(recipe, *options), env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
 
-def _losses(run: Path) -> list[float]:
-    history = json.loads((run / "train_log.json").read_text())["log_history"]
-    return [e["loss"] for e in history if "loss" in e]
-
-
 def _hashes(run: Path) -> list[str]:
-    return sorted((run / f"weights_sha256.rank{r}.txt").read_text().strip() for r in range(2))
+    return sorted(rank_hashes(run))
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -100,7 +77,7 @@ def test_two_processes_train_as_one_process_with_the_same_global_batch(tmp_path:
     two = _recipe(tmp_path / "two", per_device=2, **fields)
     _torchrun(two)
 
-    assert _losses(two.output_dir) == pytest.approx(_losses(one.output_dir), rel=1e-5)
+    assert run_losses(two.output_dir) == pytest.approx(run_losses(one.output_dir), rel=1e-5)
     hashes = _hashes(two.output_dir)
     assert hashes[0] == hashes[1]  # both ranks hold the same (whole) weights
     export = two.output_dir / "model"

@@ -20,6 +20,7 @@ from _tiny_lm import (
     TINY_SCRATCH,
     TOKENS_PER_IMAGE,
     DictStore,
+    StopAfterCheckpoint,
     tiny_llmcxr_folder,
     tiny_model,
     tiny_tokenizer,
@@ -346,22 +347,10 @@ def test_a_checkpoint_exports_as_the_model_of_that_step(tmp_path):
         assert result.exit_code != 0 and reason in str(result.exception), result.output
 
 
-class KillAfter(TrainerCallback):
-    """Stops training right after the checkpoint of step ``step``, as a kill there would."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
-
-
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     train_recipe(_tiny_recipe(tmp_path / "a", max_steps=4))
     interrupted = _tiny_recipe(tmp_path / "b", max_steps=4)
-    train_recipe(interrupted, callbacks=[KillAfter(2)])
+    train_recipe(interrupted, callbacks=[StopAfterCheckpoint(2)])
     assert (tmp_path / "b" / "run" / "checkpoint-2").is_dir()
     assert not (tmp_path / "b" / "run" / "checkpoint-4").exists()
     train_recipe(interrupted, resume=True)
@@ -415,7 +404,7 @@ def test_a_run_with_a_grid_stem_resumes_exactly_and_exports_its_stem(tmp_path):
 
     train_recipe(stem_recipe(tmp_path / "a"))
     interrupted = stem_recipe(tmp_path / "b")
-    train_recipe(interrupted, callbacks=[KillAfter(2)])
+    train_recipe(interrupted, callbacks=[StopAfterCheckpoint(2)])
     assert (tmp_path / "b" / "run" / "checkpoint-2" / GRID_STEM_WEIGHTS).is_file()
     train_recipe(interrupted, resume=True)
     hash_a = (tmp_path / "a" / "run" / "weights_sha256.rank0.txt").read_text()
@@ -618,7 +607,7 @@ def test_a_resumed_run_spends_only_the_time_left_of_its_budget(tmp_path):
     recipe = dataclasses.replace(
         recipe, max_train_minutes=60.0, optim=dataclasses.replace(recipe.optim, schedule_clock="wall_time")
     )
-    train_recipe(recipe, callbacks=[KillAfter(2)])
+    train_recipe(recipe, callbacks=[StopAfterCheckpoint(2)])
     saved = tmp_path / "run" / "checkpoint-2" / TIME_BUDGET_FILE
     spent = json.loads(saved.read_text())["training_seconds"]
     assert 0 < spent < 60 * 60 and TimeBudget.spent_in(saved.parent) == spent

@@ -9,13 +9,8 @@ scores; CIDEr's idf from the whole split). METEOR is the run's point value. The 
 are checked against each run's eval.json. It also scores an oracle that reports exactly what the
 renderer drew (``extra["drawn"]``): the most a reader of the image can agree with the reference labels.
 
-    python experiments/iu-report-world/iu_world_table.py \
-        --run templates=runs/iu/eval-templates --run iu_reports=runs/iu/eval-iu \
-        --run shipped_on_iu_reports=runs/iu/eval-shipped-iu \
-        --run shipped_on_templates=runs/iu/eval-shipped-templates \
-        --paired iu_reports,shipped_on_iu_reports --paired templates,shipped_on_templates \
-        --train templates=runs/iu/lm-templates --train iu_reports=runs/iu/lm-iu \
-        --out benchmarks/results/eval_iu_world.json
+    step 5 of experiments/iu-report-world/run.sh gives the command that wrote
+    benchmarks/results/eval_iu_world.json
 """
 
 from __future__ import annotations

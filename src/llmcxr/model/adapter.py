@@ -75,8 +75,8 @@ def save_adapter_files(peft_model, stage: Path, base: Path, seed: int) -> None:
     atomic.write_json(stage / BASE_LINK_FILE, base_link(base, seed))
 
 
-def find_base(folder: Path) -> Path:
-    """The local base folder an adapter folder names, checked against its fingerprint."""
+def find_base(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """(the local base folder an adapter folder names, checked against its fingerprint; the link)."""
     link = json.loads((folder / BASE_LINK_FILE).read_text(encoding="utf-8"))
     base = bases_home() / link["name"]
     if not (base / "config.json").is_file():
@@ -85,14 +85,14 @@ def find_base(folder: Path) -> Path:
             f"is an adapter over the base {link['name']!r}, which is not at {base}",
             f"{link['fetch']} --out {base}   (once; or set {BASES_ENV} to the folder holding it)",
         )
-    if base_fingerprint(base) != link["fingerprint"]:
+    found = base_fingerprint(base)
+    if found != link["fingerprint"]:
         raise BadInputError(
             base,
-            f"is not the base {folder} was trained on (fingerprint {base_fingerprint(base)} != "
-            f"{link['fingerprint']})",
+            f"is not the base {folder} was trained on (fingerprint {found} != {link['fingerprint']})",
             f"fetch it again: {link['fetch']} --out {base}",
         )
-    return base
+    return base, link
 
 
 def load_adapter_model(folder: Path, tokenizer, dtype: torch.dtype | None = None):
@@ -101,9 +101,8 @@ def load_adapter_model(folder: Path, tokenizer, dtype: torch.dtype | None = None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
-    base = find_base(folder)
-    seed = json.loads((folder / BASE_LINK_FILE).read_text(encoding="utf-8"))["vocab_seed"]
+    base, link = find_base(folder)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
-    resize_for_tokenizer(model, tokenizer, len(AutoTokenizer.from_pretrained(base)), seed=seed)
+    resize_for_tokenizer(model, tokenizer, len(AutoTokenizer.from_pretrained(base)), seed=link["vocab_seed"])
     merged = PeftModel.from_pretrained(model, folder).merge_and_unload()
     return merged.to(dtype) if dtype is not None else merged

@@ -41,13 +41,9 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+@lru_cache(maxsize=8)
 def chat_frame(tokenizer) -> ChatFrame:
     """Render the template around sentinels and split it; cached per tokenizer object."""
-    return _frame(tokenizer)
-
-
-@lru_cache(maxsize=8)
-def _frame(tokenizer) -> ChatFrame:
     if not has_chat_template(tokenizer):
         raise BadInputError(
             "tokenizer",
